@@ -1,0 +1,127 @@
+//! The metadata store: repositories, refs, the packs that make up each
+//! repository, users and tokens. One trait, implemented for SQLite (and
+//! later PostgreSQL); callers never branch on the backend.
+
+use crate::access::{Access, UserId};
+use crate::name::RepoName;
+use crate::refs::{Ref, RefUpdate};
+use crate::repo::{NewRepository, RepoId, RepoUpdate, Repository};
+use gix_hash::ObjectId;
+
+/// Failures of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("repository {name:?} already exists")]
+    RepositoryExists { name: String },
+    #[error("repository does not exist")]
+    RepositoryNotFound,
+    #[error("a user named {name:?} already exists")]
+    UserExists { name: String },
+    #[error("metadata backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A pack file recorded as part of a repository. Its name is
+/// `pack-<hex of the pack checksum>`; the pack and its index are stored
+/// under [`crate::storage::pack_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackRecord {
+    pub name: String,
+    pub pack_size: u64,
+    pub index_size: u64,
+    pub object_count: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A push to record: packs that were uploaded completely, and the ref
+/// updates they enable.
+#[derive(Debug, Clone)]
+pub struct PushRecord {
+    pub packs: Vec<PackRecord>,
+    pub updates: Vec<RefUpdate>,
+    /// All updates succeed or none does.
+    pub atomic: bool,
+}
+
+/// Why one ref update of a push was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefUpdateRejection {
+    /// The ref's current value is not the expected old value: someone else
+    /// moved it first.
+    Stale { current: Option<ObjectId> },
+    /// Another update of an atomic push failed, so this one was not applied.
+    AtomicPushFailed,
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub is_owner: bool,
+}
+
+/// A token to store; only its hash is kept.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub user: UserId,
+    pub description: String,
+    /// SHA-256 of the secret.
+    pub hash: Vec<u8>,
+    /// The highest access level this token grants.
+    pub access: Access,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// A stored token, looked up by the hash of a presented secret.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub user: User,
+    pub access: Access,
+    pub expires_at: Option<i64>,
+}
+
+/// One backend for all metadata.
+#[async_trait::async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Create a repository; fails with [`MetadataError::RepositoryExists`]
+    /// when the name is taken.
+    async fn create_repository(&self, new: &NewRepository) -> Result<Repository, MetadataError>;
+    async fn repository(&self, name: &RepoName) -> Result<Option<Repository>, MetadataError>;
+    async fn list_repositories(&self) -> Result<Vec<Repository>, MetadataError>;
+    async fn update_repository(
+        &self,
+        id: RepoId,
+        update: &RepoUpdate,
+    ) -> Result<Repository, MetadataError>;
+    /// Delete the repository and its refs and pack records. The caller
+    /// removes the stored objects afterwards.
+    async fn delete_repository(&self, id: RepoId) -> Result<(), MetadataError>;
+
+    /// All refs of a repository, sorted by name (bytewise).
+    async fn refs(&self, repo: RepoId) -> Result<Vec<Ref>, MetadataError>;
+    /// The packs that make up a repository, oldest first.
+    async fn packs(&self, repo: RepoId) -> Result<Vec<PackRecord>, MetadataError>;
+
+    /// Record the packs of a push and apply its ref updates, each a
+    /// compare-and-swap, in one transaction. Returns one outcome per update,
+    /// in order. The packs are recorded only if at least one update is
+    /// applied; an atomic push applies all or none.
+    async fn apply_push(
+        &self,
+        repo: RepoId,
+        push: &PushRecord,
+    ) -> Result<Vec<Result<(), RefUpdateRejection>>, MetadataError>;
+
+    /// The instance owner, if bootstrapped.
+    async fn owner(&self) -> Result<Option<User>, MetadataError>;
+    /// Create the owner account (once).
+    async fn create_owner(&self, name: &str) -> Result<User, MetadataError>;
+    async fn add_token(&self, token: &NewToken) -> Result<i64, MetadataError>;
+    async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>, MetadataError>;
+    /// Record that a token was used now (Unix seconds).
+    async fn touch_token(&self, id: i64, now: i64) -> Result<(), MetadataError>;
+}

@@ -1,0 +1,66 @@
+//! The object store: where packs and their indexes live.
+//!
+//! A store holds immutable blobs under `/`-separated keys. Packs are written
+//! once, under a name derived from their content, and never modified, which
+//! is what lets any number of server processes share one store.
+
+use crate::repo::RepoId;
+use std::path::{Path, PathBuf};
+
+/// Failures of an object store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectStoreError {
+    #[error("object {key:?} does not exist in the object store")]
+    NotFound { key: String },
+    #[error("object store key {key:?} is not valid")]
+    InvalidKey { key: String },
+    #[error("object store I/O failed for {key:?}")]
+    Io {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("object store backend failed for {key:?}")]
+    Backend {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// One backend for immutable blobs (local directory, S3, ...).
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Store the content of the local file `source` under `key`. Readers
+    /// never observe a partially written object.
+    async fn put_file(&self, key: &str, source: &Path) -> Result<(), ObjectStoreError>;
+
+    /// Copy the object at `key` into the local file `destination`
+    /// (created or truncated).
+    async fn get_to_file(&self, key: &str, destination: &Path) -> Result<(), ObjectStoreError>;
+
+    /// The size of the object at `key`, or `None` if it does not exist.
+    async fn size(&self, key: &str) -> Result<Option<u64>, ObjectStoreError>;
+
+    /// Remove the object at `key`; removing a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
+
+    /// All keys starting with `prefix`, in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectStoreError>;
+
+    /// For backends that keep objects as local files: the file holding `key`,
+    /// so a cache can link it instead of copying.
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// The key prefix of everything stored for one repository.
+pub fn repo_prefix(repo: RepoId) -> String {
+    format!("repos/{}/", repo.0)
+}
+
+/// The key of a pack file (`extension` is `pack` or `idx`) of a repository.
+pub fn pack_key(repo: RepoId, pack_name: &str, extension: &str) -> String {
+    format!("repos/{}/pack/{pack_name}.{extension}", repo.0)
+}
