@@ -1,0 +1,11 @@
+//! The git protocol engine of Nimbus.
+//!
+//! Everything here speaks git over byte streams (`std::io::Read` /
+//! `std::io::Write`) and knows nothing of HTTP: the web layer hands it a
+//! request body and a response sink. Objects come from a repository's packs
+//! through gix; refs come from and go to the metadata store through the
+//! caller.
+
+pub mod advertise;
+pub mod pktline;
+pub mod upload_pack;
