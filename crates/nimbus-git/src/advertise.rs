@@ -239,7 +239,10 @@ mod tests {
         let mut out = Vec::new();
         write_upload_pack_v0(&mut out, ProtocolVersion::V0, &refs, &head).expect("vec");
         let l = lines(&out);
-        assert!(l[0].starts_with(&format!("{} HEAD\0multi_ack", id('a'))), "{l:?}");
+        assert!(
+            l[0].starts_with(&format!("{} HEAD\0multi_ack", id('a'))),
+            "{l:?}"
+        );
         assert!(l[0].ends_with("symref=HEAD:refs/heads/main"), "{l:?}");
         assert_eq!(l[1], format!("{} refs/heads/main", id('a')));
         assert_eq!(l[2], format!("{} refs/tags/v1", id('b')));
@@ -289,8 +292,17 @@ mod tests {
     #[test]
     fn protocol_header_picks_the_highest_known_version() {
         assert_eq!(ProtocolVersion::from_header(None), ProtocolVersion::V0);
-        assert_eq!(ProtocolVersion::from_header(Some(b"version=2")), ProtocolVersion::V2);
-        assert_eq!(ProtocolVersion::from_header(Some(b"foo=bar:version=1")), ProtocolVersion::V1);
-        assert_eq!(ProtocolVersion::from_header(Some(b"version=3")), ProtocolVersion::V0);
+        assert_eq!(
+            ProtocolVersion::from_header(Some(b"version=2")),
+            ProtocolVersion::V2
+        );
+        assert_eq!(
+            ProtocolVersion::from_header(Some(b"foo=bar:version=1")),
+            ProtocolVersion::V1
+        );
+        assert_eq!(
+            ProtocolVersion::from_header(Some(b"version=3")),
+            ProtocolVersion::V0
+        );
     }
 }

@@ -7,5 +7,6 @@
 //! caller.
 
 pub mod advertise;
+pub mod objects;
 pub mod pktline;
 pub mod upload_pack;

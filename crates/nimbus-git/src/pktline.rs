@@ -180,8 +180,19 @@ pub enum Band {
 }
 
 /// Write `data` on a side-band channel, split into as many packets as needed.
-pub fn write_sideband(out: &mut impl Write, band: Band, data: &[u8]) -> io::Result<()> {
-    for chunk in data.chunks(MAX_SIDEBAND_DATA_LEN) {
+pub fn write_sideband(out: &mut (impl Write + ?Sized), band: Band, data: &[u8]) -> io::Result<()> {
+    write_sideband_sized(out, band, data, MAX_SIDEBAND_DATA_LEN)
+}
+
+/// Like [`write_sideband`], with packets of at most `max` payload bytes
+/// (995 for the old `side-band`).
+pub fn write_sideband_sized(
+    out: &mut (impl Write + ?Sized),
+    band: Band,
+    data: &[u8],
+    max: usize,
+) -> io::Result<()> {
+    for chunk in data.chunks(max) {
         write!(out, "{:04x}", chunk.len() + 5)?;
         out.write_all(&[band as u8])?;
         out.write_all(chunk)?;
@@ -194,15 +205,25 @@ pub fn write_sideband(out: &mut impl Write, band: Band, data: &[u8]) -> io::Resu
 pub struct SidebandWriter<W: Write> {
     inner: W,
     band: Band,
+    max: usize,
     buf: Vec<u8>,
 }
 
+/// Payload limit of the old `side-band` capability.
+pub const SMALL_SIDEBAND_DATA_LEN: usize = 995;
+
 impl<W: Write> SidebandWriter<W> {
     pub fn new(inner: W, band: Band) -> Self {
+        Self::with_max(inner, band, MAX_SIDEBAND_DATA_LEN)
+    }
+
+    /// Packets of at most `max` payload bytes.
+    pub fn with_max(inner: W, band: Band, max: usize) -> Self {
         SidebandWriter {
             inner,
             band,
-            buf: Vec::with_capacity(MAX_SIDEBAND_DATA_LEN),
+            max,
+            buf: Vec::with_capacity(max),
         }
     }
 
@@ -214,7 +235,7 @@ impl<W: Write> SidebandWriter<W> {
 
     fn flush_buf(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            write_sideband(&mut self.inner, self.band, &self.buf)?;
+            write_sideband_sized(&mut self.inner, self.band, &self.buf, self.max)?;
             self.buf.clear();
         }
         Ok(())
@@ -223,10 +244,10 @@ impl<W: Write> SidebandWriter<W> {
 
 impl<W: Write> Write for SidebandWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = MAX_SIDEBAND_DATA_LEN - self.buf.len();
+        let room = self.max - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == MAX_SIDEBAND_DATA_LEN {
+        if self.buf.len() == self.max {
             self.flush_buf()?;
         }
         Ok(n)
@@ -251,7 +272,10 @@ mod tests {
         let rest = &input[n..];
         assert_eq!(decode(rest).expect("valid"), Some((Packet::Flush, 4)));
         assert_eq!(decode(&rest[4..]).expect("valid"), Some((Packet::Delim, 4)));
-        assert_eq!(decode(&rest[8..]).expect("valid"), Some((Packet::ResponseEnd, 4)));
+        assert_eq!(
+            decode(&rest[8..]).expect("valid"),
+            Some((Packet::ResponseEnd, 4))
+        );
     }
 
     #[test]
@@ -262,9 +286,18 @@ mod tests {
 
     #[test]
     fn refuses_bad_lengths() {
-        assert!(matches!(decode(b"zzzz"), Err(PktLineError::InvalidLength { .. })));
-        assert!(matches!(decode(b"0003"), Err(PktLineError::InvalidLength { .. })));
-        assert!(matches!(decode(b"fff1"), Err(PktLineError::TooLong { length: 65521 })));
+        assert!(matches!(
+            decode(b"zzzz"),
+            Err(PktLineError::InvalidLength { .. })
+        ));
+        assert!(matches!(
+            decode(b"0003"),
+            Err(PktLineError::InvalidLength { .. })
+        ));
+        assert!(matches!(
+            decode(b"fff1"),
+            Err(PktLineError::TooLong { length: 65521 })
+        ));
     }
 
     #[test]

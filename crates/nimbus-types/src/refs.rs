@@ -114,7 +114,11 @@ mod tests {
 
     #[test]
     fn ref_names_follow_check_ref_format() {
-        for ok in [&b"refs/heads/main"[..], b"refs/tags/v1.0", b"refs/heads/feature/x-y"] {
+        for ok in [
+            &b"refs/heads/main"[..],
+            b"refs/tags/v1.0",
+            b"refs/heads/feature/x-y",
+        ] {
             assert!(RefName::new(ok).is_ok(), "{:?}", ok.as_bstr());
         }
         for bad in [

@@ -68,7 +68,9 @@ impl Filter {
                 _ => (limit, 1),
             };
             let n: u64 = digits.parse().map_err(|_| unsupported())?;
-            return Ok(Filter::BlobLimit(n.checked_mul(unit).ok_or_else(unsupported)?));
+            return Ok(Filter::BlobLimit(
+                n.checked_mul(unit).ok_or_else(unsupported)?,
+            ));
         }
         if let Some(depth) = text.strip_prefix("tree:") {
             return depth
@@ -195,7 +197,12 @@ fn parse_shared_arg(request: &mut FetchRequest, line: &[u8]) -> Result<bool, Req
     } else if let Some(value) = line.strip_prefix(b"deepen-since ") {
         request.deepen.since = Some(parse_timestamp(value)?);
     } else if let Some(value) = line.strip_prefix(b"deepen-not ") {
-        push_bounded(&mut request.deepen.not, value.into(), "deepen-not", MAX_SMALL_ARGS)?;
+        push_bounded(
+            &mut request.deepen.not,
+            value.into(),
+            "deepen-not",
+            MAX_SMALL_ARGS,
+        )?;
     } else if let Some(value) = line.strip_prefix(b"deepen ") {
         request.deepen.depth = Some(parse_depth(value)?);
     } else if line == b"deepen-relative" {
@@ -277,7 +284,11 @@ pub fn parse_v0(body: &[u8]) -> Result<FetchRequest, RequestError> {
         let line = match packet {
             Packet::Flush => break,
             Packet::Data(_) => packet.line().unwrap_or_default(),
-            _ => return Err(RequestError::UnexpectedLine { line: "delimiter".into() }),
+            _ => {
+                return Err(RequestError::UnexpectedLine {
+                    line: "delimiter".into(),
+                });
+            }
         };
         let line = if first && line.starts_with(b"want ") {
             first = false;
@@ -314,7 +325,11 @@ pub fn parse_v0(body: &[u8]) -> Result<FetchRequest, RequestError> {
                     None => return Err(RequestError::UnexpectedLine { line: line.into() }),
                 }
             }
-            _ => return Err(RequestError::UnexpectedLine { line: "delimiter".into() }),
+            _ => {
+                return Err(RequestError::UnexpectedLine {
+                    line: "delimiter".into(),
+                });
+            }
         }
     }
     check_deepen(&request)?;
@@ -341,7 +356,9 @@ pub fn parse_v2_command(body: &[u8]) -> Result<Option<V2Command>, RequestError> 
             if cmd.command.is_empty() {
                 return Ok(None);
             }
-            return Err(RequestError::Missing { what: "flush ending the command" });
+            return Err(RequestError::Missing {
+                what: "flush ending the command",
+            });
         };
         match packet {
             Packet::Flush => {
@@ -352,12 +369,19 @@ pub fn parse_v2_command(body: &[u8]) -> Result<Option<V2Command>, RequestError> 
             }
             Packet::Delim if !in_args => in_args = true,
             Packet::Delim | Packet::ResponseEnd => {
-                return Err(RequestError::UnexpectedLine { line: "delimiter".into() });
+                return Err(RequestError::UnexpectedLine {
+                    line: "delimiter".into(),
+                });
             }
             Packet::Data(_) => {
                 let line = packet.line().unwrap_or_default();
                 if in_args {
-                    push_bounded(&mut cmd.args, line.into(), "argument", MAX_WANTS + MAX_HAVES)?;
+                    push_bounded(
+                        &mut cmd.args,
+                        line.into(),
+                        "argument",
+                        MAX_WANTS + MAX_HAVES,
+                    )?;
                 } else if let Some(name) = line.strip_prefix(b"command=") {
                     cmd.command = name.into();
                 } else {
@@ -368,13 +392,20 @@ pub fn parse_v2_command(body: &[u8]) -> Result<Option<V2Command>, RequestError> 
                             });
                         }
                     }
-                    push_bounded(&mut cmd.capabilities, line.into(), "capability", MAX_SMALL_ARGS)?;
+                    push_bounded(
+                        &mut cmd.capabilities,
+                        line.into(),
+                        "capability",
+                        MAX_SMALL_ARGS,
+                    )?;
                 }
             }
         }
     }
     if cmd.command.is_empty() {
-        return Err(RequestError::Missing { what: "command= line" });
+        return Err(RequestError::Missing {
+            what: "command= line",
+        });
     }
     Ok(Some(cmd))
 }
@@ -428,9 +459,12 @@ pub fn parse_v2_ls_refs(cmd: &V2Command) -> Result<LsRefsRequest, RequestError> 
             b"peel" => request.peel = true,
             b"unborn" => request.unborn = true,
             line => match line.strip_prefix(b"ref-prefix ") {
-                Some(prefix) => {
-                    push_bounded(&mut request.prefixes, prefix.into(), "ref-prefix", MAX_SMALL_ARGS)?
-                }
+                Some(prefix) => push_bounded(
+                    &mut request.prefixes,
+                    prefix.into(),
+                    "ref-prefix",
+                    MAX_SMALL_ARGS,
+                )?,
                 None => return Err(RequestError::UnexpectedLine { line: line.into() }),
             },
         }
@@ -490,8 +524,8 @@ mod tests {
     fn bad_object_ids_are_refused() {
         let err = parse_v0(&body(&["want 12345", "0000"])).expect_err("short id");
         assert!(matches!(err, RequestError::InvalidObjectId { .. }));
-        let err = parse_v0(&body(&[&format!("want {}", "g".repeat(40)), "0000"]))
-            .expect_err("not hex");
+        let err =
+            parse_v0(&body(&[&format!("want {}", "g".repeat(40)), "0000"])).expect_err("not hex");
         assert!(matches!(err, RequestError::InvalidObjectId { .. }));
     }
 
@@ -530,7 +564,10 @@ mod tests {
         let cmd = parse_v2_command(&body(&["command=fetch", "0001", "frobnicate", "0000"]))
             .expect("valid")
             .expect("a command");
-        assert!(matches!(parse_v2_fetch(&cmd), Err(RequestError::UnexpectedLine { .. })));
+        assert!(matches!(
+            parse_v2_fetch(&cmd),
+            Err(RequestError::UnexpectedLine { .. })
+        ));
     }
 
     #[test]
@@ -554,17 +591,33 @@ mod tests {
     #[test]
     fn filters_parse_like_git() {
         assert_eq!(Filter::parse(b"blob:none").expect("ok"), Filter::BlobNone);
-        assert_eq!(Filter::parse(b"blob:limit=1m").expect("ok"), Filter::BlobLimit(1 << 20));
+        assert_eq!(
+            Filter::parse(b"blob:limit=1m").expect("ok"),
+            Filter::BlobLimit(1 << 20)
+        );
         assert_eq!(Filter::parse(b"tree:2").expect("ok"), Filter::TreeDepth(2));
-        for bad in [&b"sparse:oid=abc"[..], b"blob:limit=x", b"tree:-1", b"combine:a+b"] {
-            assert!(matches!(Filter::parse(bad), Err(RequestError::UnsupportedFilter { .. })));
+        for bad in [
+            &b"sparse:oid=abc"[..],
+            b"blob:limit=x",
+            b"tree:-1",
+            b"combine:a+b",
+        ] {
+            assert!(matches!(
+                Filter::parse(bad),
+                Err(RequestError::UnsupportedFilter { .. })
+            ));
         }
     }
 
     #[test]
     fn conflicting_deepen_is_refused() {
-        let err = parse_v0(&body(&[&format!("want {A}"), "deepen 2", "deepen-since 5", "0000"]))
-            .expect_err("conflict");
+        let err = parse_v0(&body(&[
+            &format!("want {A}"),
+            "deepen 2",
+            "deepen-since 5",
+            "0000",
+        ]))
+        .expect_err("conflict");
         assert!(matches!(err, RequestError::ConflictingDeepen));
     }
 }
