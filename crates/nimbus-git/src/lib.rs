@@ -9,4 +9,5 @@
 pub mod advertise;
 pub mod objects;
 pub mod pktline;
+pub mod receive_pack;
 pub mod upload_pack;

@@ -1,0 +1,7 @@
+//! receive-pack: accepting pushes. Commands are read, the pack is received
+//! and checked, and the caller applies the ref updates to the metadata
+//! store before the report is written.
+
+pub mod ingest;
+pub mod report;
+pub mod request;
