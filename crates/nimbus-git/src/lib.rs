@@ -10,4 +10,5 @@ pub mod advertise;
 pub mod objects;
 pub mod pktline;
 pub mod receive_pack;
+pub mod service;
 pub mod upload_pack;

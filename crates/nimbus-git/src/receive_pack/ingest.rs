@@ -74,7 +74,9 @@ impl<R: Read> Read for Limited<R> {
             }
             return Ok(0);
         }
-        let max = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let max = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..max])?;
         self.remaining -= n as u64;
         Ok(n)
@@ -102,7 +104,13 @@ pub fn ingest(
     };
     let mut reader = io::BufReader::with_capacity(256 * 1024, limited);
     // An empty stream is an empty pack only if git sent nothing at all.
-    if reader.fill_buf().map_err(|e| IngestError::InvalidPack { message: e.to_string() })?.is_empty() {
+    if reader
+        .fill_buf()
+        .map_err(|e| IngestError::InvalidPack {
+            message: e.to_string(),
+        })?
+        .is_empty()
+    {
         return Err(IngestError::InvalidPack {
             message: "the pack is missing".into(),
         });
@@ -140,14 +148,19 @@ pub fn ingest(
             message: "unexpected data after the pack".into(),
         });
     }
-    let (Some(pack_path), Some(index_path)) = (outcome.data_path.clone(), outcome.index_path.clone())
+    let (Some(pack_path), Some(index_path)) =
+        (outcome.data_path.clone(), outcome.index_path.clone())
     else {
         return Ok(None);
     };
     if let Some(keep) = &outcome.keep_path {
         let _ = std::fs::remove_file(keep);
     }
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(IngestError::Staging);
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .map_err(IngestError::Staging)
+    };
     let pack_size = size(&pack_path)?;
     let index_size = size(&index_path)?;
     let bundle = gix_pack::Bundle::at(&index_path, gix_hash::Kind::Sha1).map_err(|err| {
@@ -181,13 +194,16 @@ fn check_objects(bundle: &gix_pack::Bundle, existing: &ObjectDb) -> Result<(), I
                           entry: &gix_pack::index::Entry,
                           _progress: &dyn gix_utils::progress::Progress|
           -> gix_error::Result<()> {
-        let exists = |id: &ObjectId| index.lookup(id).is_some() || handle.exists_without_refresh(id);
+        let exists =
+            |id: &ObjectId| index.lookup(id).is_some() || handle.exists_without_refresh(id);
         if let Err(err) = check_object(entry.oid, kind, data, &exists) {
             let mut slot = record.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
                 *slot = Some(err);
             }
-            return Err(gix_error::ErrorExt::raise(gix_error::message!("invalid object")));
+            return Err(gix_error::ErrorExt::raise(gix_error::message!(
+                "invalid object"
+            )));
         }
         Ok(())
     };
@@ -242,7 +258,10 @@ pub fn check_object(
         gix_object::Kind::Commit => {
             let commit = gix_object::CommitRef::from_bytes(data, gix_hash::Kind::Sha1)
                 .map_err(|e| invalid(id, format!("bad commit: {}", describe(&e))))?;
-            for (what, signature) in [("author", commit.author()), ("committer", commit.committer())] {
+            for (what, signature) in [
+                ("author", commit.author()),
+                ("committer", commit.committer()),
+            ] {
                 let signature =
                     signature.map_err(|e| invalid(id, format!("bad {what}: {}", describe(&e))))?;
                 signature
@@ -258,8 +277,13 @@ pub fn check_object(
         gix_object::Kind::Tag => {
             let tag = gix_object::TagRef::from_bytes(data, gix_hash::Kind::Sha1)
                 .map_err(|e| invalid(id, format!("bad tag: {}", describe(&e))))?;
-            if let Some(tagger) = tag.tagger().map_err(|e| invalid(id, format!("bad tagger: {}", describe(&e))))? {
-                tagger.time().map_err(|_| invalid(id, "bad date in tagger"))?;
+            if let Some(tagger) = tag
+                .tagger()
+                .map_err(|e| invalid(id, format!("bad tagger: {}", describe(&e))))?
+            {
+                tagger
+                    .time()
+                    .map_err(|_| invalid(id, "bad date in tagger"))?;
             }
             require(tag.target())
         }
@@ -281,7 +305,10 @@ fn check_tree(
         let entry = entry.map_err(|e| invalid(id, format!("bad tree: {}", describe(&e))))?;
         let mut buf = [0u8; 6];
         let mode: &[u8] = entry.mode.as_bytes(&mut buf);
-        if !matches!(mode, b"100644" | b"100755" | b"120000" | b"40000" | b"160000") {
+        if !matches!(
+            mode,
+            b"100644" | b"100755" | b"120000" | b"40000" | b"160000"
+        ) {
             return Err(invalid(id, format!("bad file mode {:?}", mode.as_bstr())));
         }
         check_entry_name(id, entry.filename)?;
@@ -312,7 +339,10 @@ fn check_tree(
         if file_names.binary_search(name).is_ok() {
             return Err(invalid(
                 id,
-                format!("duplicate entry {:?} (a file and a directory)", name.as_bstr()),
+                format!(
+                    "duplicate entry {:?} (a file and a directory)",
+                    name.as_bstr()
+                ),
             ));
         }
     }
@@ -333,7 +363,10 @@ fn check_entry_name(id: ObjectId, name: &BStr) -> Result<(), IngestError> {
     let lower = name.to_ascii_lowercase();
     let trimmed = lower.trim_end_with(|c| c == '.' || c == ' ');
     if trimmed == b".git" || trimmed == b"git~1" {
-        return Err(invalid(id, format!("tree contains {name:?}, which git refuses")));
+        return Err(invalid(
+            id,
+            format!("tree contains {name:?}, which git refuses"),
+        ));
     }
     Ok(())
 }
@@ -371,18 +404,30 @@ mod tests {
     #[test]
     fn trees_git_fsck_rejects_are_rejected() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (tree(&[("100644", "b", id('1')), ("100644", "a", id('2'))]), "not sorted"),
-            (tree(&[("100644", "a", id('1')), ("100644", "a", id('2'))]), "not sorted"),
+            (
+                tree(&[("100644", "b", id('1')), ("100644", "a", id('2'))]),
+                "not sorted",
+            ),
+            (
+                tree(&[("100644", "a", id('1')), ("100644", "a", id('2'))]),
+                "not sorted",
+            ),
             (tree(&[("100664", "a", id('1'))]), "bad file mode"),
             (tree(&[("100644", ".git", id('1'))]), "refuses"),
             (tree(&[("40000", ".GIT", id('1'))]), "refuses"),
             (tree(&[("100644", "..", id('1'))]), "bad file name"),
-            (tree(&[("100644", "a", id('1')), ("40000", "a", id('2'))]), "a file and a directory"),
+            (
+                tree(&[("100644", "a", id('1')), ("40000", "a", id('2'))]),
+                "a file and a directory",
+            ),
         ];
         for (data, expected) in cases {
             let err = check_object(id('f'), gix_object::Kind::Tree, &data, &all_exist)
                 .expect_err(expected);
-            assert!(err.to_string().contains(expected), "{err} should contain {expected}");
+            assert!(
+                err.to_string().contains(expected),
+                "{err} should contain {expected}"
+            );
         }
     }
 
@@ -401,10 +446,25 @@ mod tests {
             id('1'),
             id('2')
         );
-        check_object(id('f'), gix_object::Kind::Commit, good.as_bytes(), &all_exist).expect("valid");
-        let no_date = format!("tree {}\nauthor A <a@b>\ncommitter A <a@b>\n\nmsg\n", id('1'));
+        check_object(
+            id('f'),
+            gix_object::Kind::Commit,
+            good.as_bytes(),
+            &all_exist,
+        )
+        .expect("valid");
+        let no_date = format!(
+            "tree {}\nauthor A <a@b>\ncommitter A <a@b>\n\nmsg\n",
+            id('1')
+        );
         assert!(
-            check_object(id('f'), gix_object::Kind::Commit, no_date.as_bytes(), &all_exist).is_err()
+            check_object(
+                id('f'),
+                gix_object::Kind::Commit,
+                no_date.as_bytes(),
+                &all_exist
+            )
+            .is_err()
         );
         let exists = |o: &ObjectId| *o != id('2');
         let err = check_object(id('f'), gix_object::Kind::Commit, good.as_bytes(), &exists)

@@ -124,7 +124,11 @@ pub fn write_report(
     if !(capabilities.report_status || capabilities.report_status_v2) {
         if capabilities.side_band_64k {
             if let Err(message) = &unpack {
-                write_sideband(out, Band::Progress, format!("error: {message}\n").as_bytes())?;
+                write_sideband(
+                    out,
+                    Band::Progress,
+                    format!("error: {message}\n").as_bytes(),
+                )?;
             }
             write_flush(out)?;
         }
@@ -151,7 +155,11 @@ pub fn write_report(
     write_flush(&mut report)?;
     if capabilities.side_band_64k {
         if let Err(message) = &unpack {
-            write_sideband(out, Band::Progress, format!("error: {message}\n").as_bytes())?;
+            write_sideband(
+                out,
+                Band::Progress,
+                format!("error: {message}\n").as_bytes(),
+            )?;
         }
         write_sideband(out, Band::Data, &report)?;
         write_flush(out)
@@ -161,7 +169,11 @@ pub fn write_report(
 }
 
 fn one_line(message: &str) -> String {
-    message.lines().collect::<Vec<_>>().join("; ").replace(['\r', '\0'], " ")
+    message
+        .lines()
+        .collect::<Vec<_>>()
+        .join("; ")
+        .replace(['\r', '\0'], " ")
 }
 
 /// Reject every command with the same reason (e.g. after an unpack error).
@@ -192,7 +204,9 @@ mod tests {
         let mut out = Vec::new();
         write_report(&mut out, &caps, Ok(()), &results).expect("vec");
         let (packet, used) = decode(&out).expect("valid").expect("complete");
-        let Packet::Data(data) = packet else { panic!("expected data") };
+        let Packet::Data(data) = packet else {
+            panic!("expected data")
+        };
         assert_eq!(data[0], 1);
         let inner = &data[1..];
         let mut lines = Vec::new();

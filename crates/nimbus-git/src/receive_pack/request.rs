@@ -117,12 +117,19 @@ pub fn read_request<R: Read>(reader: &mut PacketReader<R>) -> Result<PushRequest
         let data = match packet {
             Packet::Flush => break,
             Packet::Data(_) => packet.line().unwrap_or_default(),
-            _ => return Err(CommandError::Malformed { line: "delimiter".into() }),
+            _ => {
+                return Err(CommandError::Malformed {
+                    line: "delimiter".into(),
+                });
+            }
         };
         if let Some(hex) = data.strip_prefix(b"shallow ") {
             let id = parse_id(data, hex)?;
             if request.shallows.len() >= MAX_COMMANDS {
-                return Err(CommandError::TooMany { what: "shallow lines", limit: MAX_COMMANDS });
+                return Err(CommandError::TooMany {
+                    what: "shallow lines",
+                    limit: MAX_COMMANDS,
+                });
             }
             request.shallows.push(id);
             continue;
@@ -145,7 +152,10 @@ pub fn read_request<R: Read>(reader: &mut PacketReader<R>) -> Result<PushRequest
             return Err(CommandError::Malformed { line: data.into() });
         };
         if request.commands.len() >= MAX_COMMANDS {
-            return Err(CommandError::TooMany { what: "commands", limit: MAX_COMMANDS });
+            return Err(CommandError::TooMany {
+                what: "commands",
+                limit: MAX_COMMANDS,
+            });
         }
         request.commands.push(Command {
             old: parse_id(data, old)?,
@@ -168,9 +178,15 @@ pub fn read_request<R: Read>(reader: &mut PacketReader<R>) -> Result<PushRequest
                             limit: MAX_PUSH_OPTIONS,
                         });
                     }
-                    request.push_options.push(packet.line().unwrap_or_default().into());
+                    request
+                        .push_options
+                        .push(packet.line().unwrap_or_default().into());
                 }
-                _ => return Err(CommandError::Malformed { line: "delimiter".into() }),
+                _ => {
+                    return Err(CommandError::Malformed {
+                        line: "delimiter".into(),
+                    });
+                }
             }
         }
     }
@@ -221,6 +237,9 @@ mod tests {
         let err = read_request(&mut PacketReader::new(&b"0000"[..])).expect_err("empty");
         assert!(matches!(err, CommandError::Empty));
         let err = read_request(&mut PacketReader::new(&b"00"[..])).expect_err("truncated");
-        assert!(matches!(err, CommandError::PktLine(PktLineError::Truncated)));
+        assert!(matches!(
+            err,
+            CommandError::PktLine(PktLineError::Truncated)
+        ));
     }
 }

@@ -1,0 +1,432 @@
+//! The git service: the async adapter between the protocol engine and the
+//! storage backends. It takes a snapshot of a repository (refs from the
+//! metadata store, packs materialised from the object store), runs the
+//! engine on a blocking thread, and for pushes uploads the new pack before
+//! one metadata transaction moves the refs.
+
+use crate::advertise::{self, Head, ProtocolVersion};
+use crate::objects::{ObjectDb, ObjectError};
+use crate::pktline::{PacketReader, write_line};
+use crate::receive_pack::ingest::{self, IngestLimits, ReceivedPack};
+use crate::receive_pack::report::{check_commands, reject_all, write_report};
+use crate::receive_pack::request::{CommandError, read_request};
+use crate::upload_pack::{self, RepoView};
+use bstr::BString;
+use bytes::Bytes;
+use nimbus_store::{PackCache, PackCacheError};
+use nimbus_types::metadata::{
+    MetadataError, MetadataStore, PackRecord, PushRecord, RefUpdateRejection,
+};
+use nimbus_types::storage::{ObjectStore, ObjectStoreError, pack_key};
+use nimbus_types::{Ref, RefName, Repository};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+
+/// Which of the two git services a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    UploadPack,
+    ReceivePack,
+}
+
+impl Service {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Service::UploadPack => "git-upload-pack",
+            Service::ReceivePack => "git-receive-pack",
+        }
+    }
+}
+
+/// Failures of the service that are not the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    PackCache(#[from] PackCacheError),
+    #[error(transparent)]
+    ObjectStore(#[from] ObjectStoreError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error("the default branch {name:?} is not a valid branch name")]
+    BadDefaultBranch { name: String },
+    #[error("I/O failed")]
+    Io(#[from] io::Error),
+    #[error("a worker thread failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Settings of the git service.
+#[derive(Debug, Clone)]
+pub struct GitServiceConfig {
+    /// Where received packs are staged before upload.
+    pub staging_dir: PathBuf,
+    pub ingest_limits: IngestLimits,
+}
+
+/// A repository as one request sees it.
+pub struct Snapshot {
+    pub refs: Vec<Ref>,
+    pub head: Head,
+    pub db: ObjectDb,
+}
+
+/// Serves git for every repository.
+pub struct GitService {
+    meta: Arc<dyn MetadataStore>,
+    store: Arc<dyn ObjectStore>,
+    cache: PackCache,
+    config: GitServiceConfig,
+}
+
+/// Chunks of response body, sent as they are produced; the bounded
+/// channel is the back-pressure between the engine and the client.
+pub type BodyReceiver = mpsc::Receiver<io::Result<Bytes>>;
+
+/// How many response chunks may wait for a slow client.
+const RESPONSE_CHANNEL_CHUNKS: usize = 16;
+
+/// `std::io::Write` into a bounded channel, for blocking engine threads.
+struct ChannelWriter {
+    sender: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+const CHANNEL_CHUNK: usize = 64 * 1024;
+
+impl ChannelWriter {
+    fn send_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(CHANNEL_CHUNK),
+        ));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHANNEL_CHUNK {
+            self.send_buf()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buf()
+    }
+}
+
+impl GitService {
+    pub fn new(
+        meta: Arc<dyn MetadataStore>,
+        store: Arc<dyn ObjectStore>,
+        cache: PackCache,
+        config: GitServiceConfig,
+    ) -> Self {
+        GitService {
+            meta,
+            store,
+            cache,
+            config,
+        }
+    }
+
+    /// Read the repository's refs and make its packs available locally.
+    pub async fn snapshot(&self, repo: &Repository) -> Result<Snapshot, ServiceError> {
+        let refs = self.meta.refs(repo.id).await?;
+        let packs = self.meta.packs(repo.id).await?;
+        let objects_dir = self.cache.materialize(repo.id, &packs).await?;
+        let db = tokio::task::spawn_blocking(move || ObjectDb::open(&objects_dir)).await??;
+        let branch = RefName::new(format!("refs/heads/{}", repo.default_branch).as_bytes())
+            .map_err(|_| ServiceError::BadDefaultBranch {
+                name: repo.default_branch.clone(),
+            })?;
+        let head = Head::resolve(branch, &refs);
+        Ok(Snapshot { refs, head, db })
+    }
+
+    /// The body of `GET info/refs?service=...` (without the HTTP-only
+    /// `# service=` preamble, which the web layer adds for v0/v1).
+    pub async fn advertise(
+        &self,
+        repo: &Repository,
+        service: Service,
+        version: ProtocolVersion,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let mut out = Vec::new();
+        if version == ProtocolVersion::V2 && service == Service::UploadPack {
+            advertise::write_v2_capabilities(&mut out)?;
+            return Ok(out);
+        }
+        let refs = self.meta.refs(repo.id).await?;
+        match service {
+            Service::UploadPack => {
+                let branch = RefName::new(format!("refs/heads/{}", repo.default_branch).as_bytes())
+                    .map_err(|_| ServiceError::BadDefaultBranch {
+                        name: repo.default_branch.clone(),
+                    })?;
+                let head = Head::resolve(branch, &refs);
+                advertise::write_upload_pack_v0(&mut out, version, &refs, &head)?;
+            }
+            Service::ReceivePack => advertise::write_receive_pack_v0(&mut out, version, &refs)?,
+        }
+        Ok(out)
+    }
+
+    /// Answer one upload-pack request. The response streams through the
+    /// returned channel while the engine works on a blocking thread.
+    pub async fn upload_pack(
+        &self,
+        repo: &Repository,
+        version: ProtocolVersion,
+        body: Vec<u8>,
+    ) -> Result<BodyReceiver, ServiceError> {
+        let snapshot = self.snapshot(repo).await?;
+        let (sender, receiver) = mpsc::channel(RESPONSE_CHANNEL_CHUNKS);
+        let repo_name = repo.name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter {
+                sender: sender.clone(),
+                buf: Vec::with_capacity(CHANNEL_CHUNK),
+            };
+            let view = RepoView {
+                db: &snapshot.db,
+                refs: &snapshot.refs,
+                head: &snapshot.head,
+            };
+            let result = if version == ProtocolVersion::V2 {
+                upload_pack::serve_v2(&view, &body, &mut out)
+            } else {
+                upload_pack::serve_v0(&view, &body, &mut out)
+            };
+            let result = result.and_then(|summary| out.flush().map(|_| summary));
+            match result {
+                Ok(summary) => {
+                    if let Some(message) = &summary.client_error {
+                        tracing::info!(repo = %repo_name, error = %message, "upload-pack refused a request");
+                    }
+                    if let Some(pack) = &summary.pack {
+                        tracing::info!(
+                            repo = %repo_name,
+                            command = summary.command,
+                            objects = pack.objects,
+                            copied = pack.copied_from_pack,
+                            recompressed = pack.recompressed,
+                            "sent pack"
+                        );
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(repo = %repo_name, error = %err, "upload-pack ended early");
+                    let _ = sender.blocking_send(Err(err));
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
+    /// Receive one push: commands and pack from `body`; returns the report.
+    pub async fn receive_pack(
+        &self,
+        repo: &Repository,
+        body: impl AsyncRead + Send + Unpin + 'static,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let snapshot = self.snapshot(repo).await?;
+        let current_branch = snapshot.head.symref.clone();
+        tokio::fs::create_dir_all(&self.config.staging_dir).await?;
+        let staging = tempfile::Builder::new()
+            .prefix("receive-")
+            .tempdir_in(&self.config.staging_dir)?;
+        let staging_path = staging.path().to_owned();
+        let limits = self.config.ingest_limits;
+        let db = snapshot.db.clone();
+
+        // Read commands and the pack on a blocking thread.
+        let prepared = tokio::task::spawn_blocking(move || {
+            let bridge = tokio_util::io::SyncIoBridge::new(body);
+            let mut reader = PacketReader::new(bridge);
+            let request = match read_request(&mut reader) {
+                Ok(request) => request,
+                Err(err) => return Prepared::BadRequest(err),
+            };
+            let received = if request.expects_pack() {
+                match ingest::ingest(reader.into_inner(), &staging_path, &db, limits) {
+                    Ok(received) => received,
+                    Err(err) => {
+                        return Prepared::UnpackFailed {
+                            request,
+                            error: err.to_string(),
+                        };
+                    }
+                }
+            } else {
+                None
+            };
+            let checked =
+                check_commands(&request.commands, received.as_ref(), &db, &current_branch);
+            Prepared::Ready {
+                request,
+                received,
+                checked,
+            }
+        })
+        .await?;
+
+        let mut out = Vec::new();
+        let (request, received, checked) = match prepared {
+            Prepared::BadRequest(err) => {
+                tracing::info!(repo = %repo.name, error = %err, "refused push request");
+                write_line(&mut out, format!("ERR {err}"))?;
+                return Ok(out);
+            }
+            Prepared::UnpackFailed { request, error } => {
+                tracing::info!(repo = %repo.name, error = %error, "refused pack");
+                let results = reject_all(&request.commands, "unpacker error");
+                write_report(&mut out, &request.capabilities, Err(error), &results)?;
+                return Ok(out);
+            }
+            Prepared::Ready {
+                request,
+                received,
+                checked,
+            } => (request, received, checked),
+        };
+
+        let mut results: Vec<(BString, Result<(), String>)> = Vec::new();
+        let any_refused = checked.iter().any(|c| c.is_err());
+        if request.capabilities.atomic && any_refused {
+            for (command, check) in request.commands.iter().zip(&checked) {
+                let result = match check {
+                    Err(reason) => Err(reason.clone()),
+                    Ok(_) => Err("atomic push failure".to_owned()),
+                };
+                results.push((command.name.clone(), result));
+            }
+        } else {
+            let updates: Vec<_> = checked
+                .iter()
+                .filter_map(|c| c.as_ref().ok().cloned())
+                .collect();
+            let outcomes = if updates.is_empty() {
+                Vec::new()
+            } else {
+                let packs = match &received {
+                    Some(pack) => vec![self.upload(repo, pack).await?],
+                    None => Vec::new(),
+                };
+                let record = PushRecord {
+                    packs: packs.clone(),
+                    updates,
+                    atomic: request.capabilities.atomic,
+                };
+                let outcomes = self.meta.apply_push(repo.id, &record).await?;
+                if !outcomes.iter().any(|o| o.is_ok()) {
+                    for pack in &packs {
+                        self.remove_pack(repo, &pack.name).await;
+                    }
+                }
+                outcomes
+            };
+            let mut outcomes = outcomes.into_iter();
+            for (command, check) in request.commands.iter().zip(&checked) {
+                let result = match check {
+                    Err(reason) => Err(reason.clone()),
+                    Ok(_) => match outcomes.next() {
+                        Some(Ok(())) => Ok(()),
+                        Some(Err(RefUpdateRejection::Stale { .. })) => Err(
+                            "failed to update ref: it was changed by another push; fetch and try again"
+                                .to_owned(),
+                        ),
+                        Some(Err(RefUpdateRejection::AtomicPushFailed)) | None => {
+                            Err("atomic push failure".to_owned())
+                        }
+                    },
+                };
+                results.push((command.name.clone(), result));
+            }
+        }
+        for (name, result) in &results {
+            match result {
+                Ok(()) => tracing::info!(repo = %repo.name, r#ref = %name, "ref updated"),
+                Err(reason) => {
+                    tracing::info!(repo = %repo.name, r#ref = %name, %reason, "ref update refused")
+                }
+            }
+        }
+        write_report(&mut out, &request.capabilities, Ok(()), &results)?;
+        drop(staging);
+        Ok(out)
+    }
+
+    /// Upload a received pack and its index; the pack goes first, so an
+    /// index in the store always has its pack.
+    async fn upload(
+        &self,
+        repo: &Repository,
+        pack: &ReceivedPack,
+    ) -> Result<PackRecord, ServiceError> {
+        self.store
+            .put_file(&pack_key(repo.id, &pack.name, "pack"), &pack.pack_path)
+            .await?;
+        self.store
+            .put_file(&pack_key(repo.id, &pack.name, "idx"), &pack.index_path)
+            .await?;
+        Ok(PackRecord {
+            name: pack.name.clone(),
+            pack_size: pack.pack_size,
+            index_size: pack.index_size,
+            object_count: pack.object_count,
+            created_at: unix_now(),
+        })
+    }
+
+    /// Remove an unreferenced upload (best effort; garbage collection
+    /// catches what this misses).
+    async fn remove_pack(&self, repo: &Repository, name: &str) {
+        for extension in ["idx", "pack"] {
+            if let Err(err) = self.store.delete(&pack_key(repo.id, name, extension)).await {
+                tracing::warn!(repo = %repo.name, pack = name, error = %err, "could not remove unused pack");
+            }
+        }
+    }
+
+    /// Remove everything stored for a deleted repository.
+    pub async fn purge(&self, repo: &Repository) -> Result<(), ServiceError> {
+        let prefix = nimbus_types::storage::repo_prefix(repo.id);
+        for key in self.store.list(&prefix).await? {
+            self.store.delete(&key).await?;
+        }
+        self.cache.evict_repo(repo.id).await?;
+        Ok(())
+    }
+}
+
+enum Prepared {
+    BadRequest(CommandError),
+    UnpackFailed {
+        request: crate::receive_pack::request::PushRequest,
+        error: String,
+    },
+    Ready {
+        request: crate::receive_pack::request::PushRequest,
+        received: Option<ReceivedPack>,
+        checked: Vec<Result<nimbus_types::RefUpdate, String>>,
+    },
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,51 @@
+//! Request bodies: streamed, gzip-decoded when the client compressed them,
+//! and read into memory only up to a stated limit.
+
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use warp::Filter;
+
+/// A request body as a byte stream.
+pub type BodyReader = Pin<Box<dyn AsyncRead + Send + Sync>>;
+
+/// Extract the body as a [`BodyReader`].
+pub fn body_reader() -> impl Filter<Extract = (BodyReader,), Error = warp::Rejection> + Clone {
+    warp::body::stream().map(|stream| {
+        let stream = futures::TryStreamExt::map_err(stream, std::io::Error::other);
+        Box::pin(tokio_util::io::StreamReader::new(stream)) as BodyReader
+    })
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("Content-Encoding {encoding:?} is not supported; use gzip or none")]
+    UnsupportedEncoding { encoding: String },
+    #[error("reading the request body failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Wrap `body` in a decoder for its `Content-Encoding`.
+pub fn decoded(body: BodyReader, encoding: Option<&str>) -> Result<BodyReader, BodyError> {
+    match encoding.map(str::trim) {
+        None | Some("") | Some("identity") => Ok(body),
+        Some("gzip") | Some("x-gzip") => Ok(Box::pin(
+            async_compression::tokio::bufread::GzipDecoder::new(BufReader::new(body)),
+        )),
+        Some(other) => Err(BodyError::UnsupportedEncoding {
+            encoding: other.to_owned(),
+        }),
+    }
+}
+
+/// Read a whole (decoded) body, refusing more than `limit` bytes.
+pub async fn read_limited(body: BodyReader, limit: u64) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    body.take(limit + 1).read_to_end(&mut out).await?;
+    if out.len() as u64 > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    Ok(out)
+}

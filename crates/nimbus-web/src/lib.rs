@@ -1,0 +1,107 @@
+//! The HTTP face of Nimbus: git smart HTTP (`info/refs`, `git-upload-pack`,
+//! `git-receive-pack`) and the JSON API, served by warp.
+//!
+//! warp only extracts the method, path, query, headers and body; routing is
+//! the pure [`route::route`] function and every failure becomes a response
+//! in [`error::WebError`]. The git protocol itself lives in `nimbus-git`.
+
+pub mod api;
+pub mod app;
+pub mod body;
+pub mod error;
+pub mod git_http;
+pub mod route;
+
+pub use app::{App, AppConfig};
+
+use error::WebError;
+use route::Route;
+use std::sync::Arc;
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::reply::{Reply, Response};
+
+/// Everything one request hands to its handler.
+pub struct RequestParts {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: body::BodyReader,
+}
+
+/// The whole HTTP application as a warp filter.
+pub fn routes(
+    app: Arc<App>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    let query = warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(body::body_reader())
+        .and(warp::any().map(move || app.clone()))
+        .then(
+            |method: Method,
+             path: warp::path::FullPath,
+             query: Option<String>,
+             headers: HeaderMap,
+             body: body::BodyReader,
+             app: Arc<App>| async move {
+                let parts = RequestParts {
+                    method,
+                    path: path.as_str().to_owned(),
+                    query,
+                    headers,
+                    body,
+                };
+                handle(&app, parts).await
+            },
+        )
+}
+
+/// Route and answer one request.
+pub async fn handle(app: &App, parts: RequestParts) -> Response {
+    let route = route::route(&parts.path);
+    let allowed = route::allowed_methods(&route);
+    let method = parts.method.clone();
+    if route != Route::NotFound && !allowed.contains(&method.as_str()) {
+        let mut response = WebError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here; use {}", allowed.join(", ")),
+        )
+        .into_response();
+        if let Ok(value) = allowed.join(", ").parse() {
+            response
+                .headers_mut()
+                .insert(warp::http::header::ALLOW, value);
+        }
+        return response;
+    }
+    let result = match route {
+        Route::Health => Ok(warp::reply::with_status("ok\n", StatusCode::OK).into_response()),
+        Route::InfoRefs { repo } => git_http::info_refs(app, &repo, parts).await,
+        Route::UploadPack { repo } => git_http::upload_pack(app, &repo, parts).await,
+        Route::ReceivePack { repo } => git_http::receive_pack(app, &repo, parts).await,
+        Route::ApiRepos => api::repos(app, parts).await,
+        Route::ApiRepo { name } => api::repo(app, &name, parts).await,
+        Route::NotFound => Err(WebError::not_found("not found")),
+    };
+    result.unwrap_or_else(WebError::into_response)
+}
+
+/// Serve `app` on `listener` until `shutdown` completes.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(app))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}

@@ -1,0 +1,114 @@
+//! The URL scheme, as a pure function from method and path to a route.
+//! Repository paths accept the name with or without `.git`.
+
+/// What a request is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    /// `GET /{repo}/info/refs?service=...`
+    InfoRefs {
+        repo: String,
+    },
+    /// `POST /{repo}/git-upload-pack`
+    UploadPack {
+        repo: String,
+    },
+    /// `POST /{repo}/git-receive-pack`
+    ReceivePack {
+        repo: String,
+    },
+    /// `/api/v1/repos`
+    ApiRepos,
+    /// `/api/v1/repos/{name}`
+    ApiRepo {
+        name: String,
+    },
+    NotFound,
+}
+
+/// Which methods a route answers, for `405` responses.
+pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
+    match route {
+        Route::Health | Route::InfoRefs { .. } => &["GET", "HEAD"],
+        Route::UploadPack { .. } | Route::ReceivePack { .. } => &["POST"],
+        Route::ApiRepos => &["GET", "POST"],
+        Route::ApiRepo { .. } => &["GET", "PATCH", "DELETE"],
+        Route::NotFound => &[],
+    }
+}
+
+fn repo_segment(segment: &str) -> String {
+    segment.strip_suffix(".git").unwrap_or(segment).to_owned()
+}
+
+/// Map a request path (without the query) to a route.
+pub fn route(path: &str) -> Route {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let segments: Vec<&str> = trimmed.split('/').collect();
+    match segments.as_slice() {
+        ["healthz"] => Route::Health,
+        ["api", "v1", "repos"] => Route::ApiRepos,
+        ["api", "v1", "repos", name] if !name.is_empty() => Route::ApiRepo {
+            name: (*name).to_owned(),
+        },
+        [repo, "info", "refs"] if !repo.is_empty() => Route::InfoRefs {
+            repo: repo_segment(repo),
+        },
+        [repo, "git-upload-pack"] if !repo.is_empty() => Route::UploadPack {
+            repo: repo_segment(repo),
+        },
+        [repo, "git-receive-pack"] if !repo.is_empty() => Route::ReceivePack {
+            repo: repo_segment(repo),
+        },
+        _ => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_paths_with_and_without_dot_git() {
+        for path in ["/demo.git/info/refs", "/demo/info/refs"] {
+            assert_eq!(
+                route(path),
+                Route::InfoRefs {
+                    repo: "demo".into()
+                }
+            );
+        }
+        assert_eq!(
+            route("/demo.git/git-upload-pack"),
+            Route::UploadPack {
+                repo: "demo".into()
+            }
+        );
+        assert_eq!(
+            route("/demo/git-receive-pack"),
+            Route::ReceivePack {
+                repo: "demo".into()
+            }
+        );
+    }
+
+    #[test]
+    fn api_and_unknown_paths() {
+        assert_eq!(route("/api/v1/repos"), Route::ApiRepos);
+        assert_eq!(
+            route("/api/v1/repos/x"),
+            Route::ApiRepo { name: "x".into() }
+        );
+        assert_eq!(route("/healthz"), Route::Health);
+        for path in [
+            "/",
+            "/demo",
+            "/demo/info",
+            "/demo/objects/info/packs",
+            "//info/refs",
+            "/api/v1/repos/",
+        ] {
+            assert_eq!(route(path), Route::NotFound, "{path}");
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The `nimbus` command: `nimbus serve` runs the server; `nimbus repo ...`
+//! administers repositories directly on the configured storage.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use nimbus_git::receive_pack::ingest::IngestLimits;
+use nimbus_git::service::{GitService, GitServiceConfig};
+use nimbus_store::{LocalObjectStore, PackCache, SqliteMetadata};
+use nimbus_types::metadata::MetadataStore;
+use nimbus_types::storage::ObjectStore;
+use nimbus_types::{RepoName, RepoUpdate};
+use nimbus_web::{App, AppConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Nimbus: a self-hosted git server. Every option can also be set through
+/// the environment variable shown with it.
+#[derive(Parser, Debug)]
+#[command(name = "nimbus", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct StorageArgs {
+    /// Directory for the database, the object store and caches.
+    #[arg(
+        long,
+        env = "NIMBUS_DATA_DIR",
+        default_value = "./nimbus-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// Log filter, e.g. `info` or `nimbus_git=debug` (RUST_LOG syntax).
+    #[arg(long, env = "NIMBUS_LOG", default_value = "info", global = true)]
+    log: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Administer repositories.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The URL users reach this server at, for clone URLs (default: from
+    /// each request's Host header).
+    #[arg(long, env = "NIMBUS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The owner's token. On first start without it, a token is generated
+    /// and printed once. Prefer the environment variable: flags are visible
+    /// to other users of the machine.
+    #[arg(long, env = "NIMBUS_OWNER_TOKEN", hide_env_values = true)]
+    owner_token: Option<String>,
+    /// The largest pack a push may send, in MiB.
+    #[arg(long, env = "NIMBUS_MAX_PACK_MIB", default_value_t = 4096)]
+    max_pack_mib: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum RepoCommand {
+    /// Create a repository.
+    Create {
+        name: String,
+        /// Only the owner can read it.
+        #[arg(long)]
+        private: bool,
+        /// The branch HEAD points at.
+        #[arg(long, default_value = "main")]
+        default_branch: String,
+    },
+    /// List repositories.
+    List,
+    /// Delete a repository and everything stored for it.
+    Delete { name: String },
+    /// Rename a repository.
+    Rename { name: String, new_name: String },
+}
+
+struct Backends {
+    meta: Arc<dyn MetadataStore>,
+    app: Arc<App>,
+}
+
+async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backends> {
+    let data = &storage.data_dir;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let sqlite = SqliteMetadata::open(&data.join("nimbus.db"))
+        .await
+        .with_context(|| format!("cannot open the database in {}", data.display()))?;
+    let meta: Arc<dyn MetadataStore> = Arc::new(sqlite);
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(data.join("objects")));
+    let cache = PackCache::new(data.join("cache"), store.clone());
+    let max_pack_bytes = serve
+        .map(|s| s.max_pack_mib)
+        .unwrap_or(4096)
+        .saturating_mul(1 << 20);
+    let git = Arc::new(GitService::new(
+        meta.clone(),
+        store,
+        cache,
+        GitServiceConfig {
+            staging_dir: data.join("tmp"),
+            ingest_limits: IngestLimits {
+                max_pack_bytes,
+                ..IngestLimits::default()
+            },
+        },
+    ));
+    let access = Arc::new(nimbus_auth::OwnerAccess::new(meta.clone()));
+    let app = Arc::new(App {
+        meta: meta.clone(),
+        git,
+        access,
+        config: AppConfig {
+            public_url: serve.and_then(|s| s.public_url.clone()),
+            ..AppConfig::default()
+        },
+    });
+    Ok(Backends { meta, app })
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(storage: &StorageArgs, args: &ServeArgs) -> Result<()> {
+    let backends = open(storage, Some(args)).await?;
+    if let Some(token) =
+        nimbus_auth::bootstrap_owner(backends.meta.as_ref(), args.owner_token.as_deref()).await?
+    {
+        println!("nimbus: created the owner account. Its access token (shown only once):");
+        println!("nimbus:   {token}");
+        println!(
+            "nimbus: use it as the password for git push, or as 'Authorization: Bearer <token>'."
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    println!("nimbus: listening on http://{address}");
+    tracing::info!(%address, data_dir = %storage.data_dir.display(), "serving");
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+    };
+    nimbus_web::serve(backends.app, listener, shutdown).await;
+    Ok(())
+}
+
+async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()> {
+    let backends = open(storage, None).await?;
+    let app = &backends.app;
+    let find = |name: &str| {
+        let name = RepoName::new(name).map_err(|e| anyhow::anyhow!("{e}"));
+        async {
+            let name = name?;
+            backends
+                .meta
+                .repository(&name)
+                .await?
+                .with_context(|| format!("repository '{name}' not found"))
+        }
+    };
+    match command {
+        RepoCommand::Create {
+            name,
+            private,
+            default_branch,
+        } => {
+            let name = RepoName::new(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let repo = app
+                .create_repository(name, *private, Some(default_branch.clone()))
+                .await?;
+            println!(
+                "created {} repository '{}' (default branch {})",
+                if repo.private { "private" } else { "public" },
+                repo.name,
+                repo.default_branch
+            );
+        }
+        RepoCommand::List => {
+            for repo in backends.meta.list_repositories().await? {
+                println!(
+                    "{}\t{}\t{}",
+                    repo.name,
+                    if repo.private { "private" } else { "public" },
+                    repo.default_branch
+                );
+            }
+        }
+        RepoCommand::Delete { name } => {
+            let repo = find(name).await?;
+            app.delete_repository(&repo).await?;
+            println!("deleted repository '{}'", repo.name);
+        }
+        RepoCommand::Rename { name, new_name } => {
+            let repo = find(name).await?;
+            let new_name = RepoName::new(new_name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let renamed = app
+                .update_repository(
+                    &repo,
+                    RepoUpdate {
+                        name: Some(new_name),
+                        ..RepoUpdate::default()
+                    },
+                )
+                .await?;
+            println!("renamed '{}' to '{}'", repo.name, renamed.name);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.storage.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(async {
+            match &cli.command {
+                Command::Serve(args) => serve(&cli.storage, args).await,
+                Command::Repo(command) => repo_command(&cli.storage, command).await,
+            }
+        })
+        .or_else(|err| {
+            // A clear message instead of a debug dump.
+            eprintln!("nimbus: error: {err:#}");
+            std::process::exit(1)
+        })
+}
