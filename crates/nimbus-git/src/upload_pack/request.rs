@@ -139,6 +139,9 @@ pub struct FetchRequest {
     pub multi_ack: MultiAck,
     pub side_band: SideBand,
     pub no_done: bool,
+    /// v0/v1: whether anything followed the want section. A stateless
+    /// client asking for a shallow list first sends the wants alone.
+    pub have_section: bool,
     /// Unknown capabilities the client sent (ignored, like git does).
     pub agent: Option<BString>,
 }
@@ -310,6 +313,7 @@ pub fn parse_v0(body: &[u8]) -> Result<FetchRequest, RequestError> {
     }
     // Section 2: haves, up to a flush or `done` (or nothing at all).
     while let Some(packet) = packets.next()? {
+        request.have_section = true;
         match packet {
             Packet::Flush => continue,
             Packet::Data(_) => {

@@ -204,6 +204,11 @@ fn serve_v0_inner(
         }
         write_flush(out)?;
     }
+    if !request.have_section {
+        // The client only asked for the shallow list (see git's
+        // upload_pack(): EOF right after the wants ends the request).
+        return Ok(summary);
+    }
 
     // Acknowledge haves as git's get_common_commits does.
     let mut common = Vec::new();
