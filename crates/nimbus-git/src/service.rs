@@ -221,6 +221,7 @@ impl GitService {
                             command = summary.command,
                             objects = pack.objects,
                             copied = pack.copied_from_pack,
+                            thin_deltas = pack.thin_deltas,
                             recompressed = pack.recompressed,
                             "sent pack"
                         );
@@ -284,6 +285,11 @@ impl GitService {
 
         let mut out = Vec::new();
         let (request, received, checked) = match prepared {
+            Prepared::BadRequest(CommandError::Empty) => {
+                // git probes with a lone flush before a large chunked push
+                // (remote-curl's probe_rpc); receive-pack answers nothing.
+                return Ok(out);
+            }
             Prepared::BadRequest(err) => {
                 tracing::info!(repo = %repo.name, error = %err, "refused push request");
                 write_line(&mut out, format!("ERR {err}"))?;

@@ -1,15 +1,16 @@
 //! Streaming a pack for a [`PackPlan`]: stored deltas are copied as they are
 //! when their base travels too (or, for thin packs, when the client has the
-//! base); everything else is sent whole. Entries are written as they are
-//! produced, never collected.
+//! base); everything else is sent whole. Entries are produced in small
+//! chunks bounded by bytes and written as they are produced, so memory does
+//! not grow with the repository or with its object sizes.
 
 use super::plan::PackPlan;
 use gix_hash::ObjectId;
 use gix_hashtable::HashSet;
-use gix_object::Find;
+use gix_pack::Find as _;
 use gix_pack::data::output;
-use gix_parallel::Finalize;
 use std::io::Write;
+use std::ops::Range;
 
 /// Why a pack could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -18,10 +19,8 @@ pub enum PackError {
     TooManyObjects { max: u32 },
     #[error("generating the pack failed")]
     Generate(#[source] gix_error::Error),
-    #[error("object {id} disappeared while generating the pack")]
+    #[error("object {id} could not be found while generating the pack")]
     Missing { id: ObjectId },
-    #[error("{count} objects could not be found while generating the pack")]
-    MissingObjects { count: usize },
     #[error("writing the pack failed")]
     Write(#[source] std::io::Error),
 }
@@ -32,7 +31,147 @@ pub struct PackStats {
     pub objects: usize,
     pub copied_from_pack: usize,
     pub recompressed: usize,
+    pub thin_deltas: usize,
     pub checksum: Option<ObjectId>,
+}
+
+/// Stop filling a chunk of entries once it holds this many compressed bytes.
+const CHUNK_BYTES: usize = 4 << 20;
+/// ... or this many entries.
+const CHUNK_ENTRIES: usize = 1024;
+
+/// Find where each object lives, in parallel (this inflates each entry
+/// once to learn its size).
+fn locate(db: &gix_odb::HandleArc, counts: &mut [output::Count]) -> Result<(), PackError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8);
+    let per_thread = counts.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = counts
+            .chunks_mut(per_thread)
+            .map(|chunk| {
+                let db = db.clone();
+                scope.spawn(move || -> Result<(), PackError> {
+                    let mut buf = Vec::new();
+                    for count in chunk {
+                        let location = db
+                            .location_by_oid(&count.id, &mut buf)
+                            .map_err(PackError::Generate)?;
+                        count.entry_pack_location = output::count::PackLocation::LookedUp(location);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })
+}
+
+fn location(count: &output::Count) -> Option<&gix_pack::data::entry::Location> {
+    count.entry_pack_location.as_ref()
+}
+
+/// Produces pack entries chunk by chunk, in pack order.
+struct Entries<'a> {
+    db: gix_odb::HandleArc,
+    counts: &'a [output::Count],
+    /// For each source pack: the range of `counts` it holds.
+    by_pack: Vec<(u32, Range<usize>)>,
+    next: usize,
+    client_has: Option<&'a HashSet<ObjectId>>,
+    offsets: Option<(u32, Vec<(u64, ObjectId)>)>,
+    buf: Vec<u8>,
+    stats: PackStats,
+}
+
+impl Entries<'_> {
+    fn entry(&mut self, index: usize) -> Result<output::Entry, gix_error::Error> {
+        let count = &self.counts[index];
+        if let Some(loc) = location(count) {
+            if let Some(pack_entry) = self.db.entry_by_location(loc) {
+                let range = self
+                    .by_pack
+                    .binary_search_by_key(&loc.pack_id, |e| e.0)
+                    .map(|i| self.by_pack[i].1.clone())
+                    .unwrap_or(index..index + 1);
+                let base_offset = range.start;
+                let in_pack = &self.counts[range];
+                let client_has = self.client_has;
+                let db = &self.db;
+                let offsets = &mut self.offsets;
+                let mut thin = 0usize;
+                let lookup = client_has.map(|has| {
+                    |pack_id: u32, offset: u64| -> gix_error::Result<Option<ObjectId>> {
+                        if offsets.as_ref().is_none_or(|(id, _)| *id != pack_id) {
+                            let mut table = db.pack_offsets_and_oid(pack_id)?.unwrap_or_default();
+                            table.sort_by_key(|e| e.0);
+                            *offsets = Some((pack_id, table));
+                        }
+                        let table = offsets.as_ref().map(|(_, t)| t.as_slice()).unwrap_or(&[]);
+                        // Only bases the client is known to have may be left out.
+                        let base = table
+                            .binary_search_by_key(&offset, |e| e.0)
+                            .ok()
+                            .map(|i| table[i].1)
+                            .filter(|id| has.contains(id));
+                        thin += usize::from(base.is_some());
+                        Ok(base)
+                    }
+                });
+                let copied = output::Entry::from_pack_entry(
+                    pack_entry,
+                    count,
+                    in_pack,
+                    base_offset,
+                    lookup,
+                    gix_pack::data::Version::V2,
+                );
+                self.stats.thin_deltas += thin;
+                if let Some(entry) = copied {
+                    self.stats.copied_from_pack += 1;
+                    return entry;
+                }
+            }
+        }
+        let count = &self.counts[index];
+        let id = count.id;
+        match gix_pack::Find::try_find(&self.db, &id, &mut self.buf)? {
+            Some((data, _)) => {
+                self.stats.recompressed += 1;
+                output::Entry::from_data(count, &data, gix_zlib::Compression::DEFAULT)
+            }
+            None => Err(gix_error::ErrorExt::raise(gix_error::message!(
+                "object {id} disappeared while packing"
+            ))),
+        }
+    }
+}
+
+impl Iterator for Entries<'_> {
+    type Item = Result<Vec<output::Entry>, gix_error::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.counts.len() {
+            return None;
+        }
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        while self.next < self.counts.len() && bytes < CHUNK_BYTES && chunk.len() < CHUNK_ENTRIES {
+            match self.entry(self.next) {
+                Ok(entry) => {
+                    bytes += entry.compressed_data.len();
+                    chunk.push(entry);
+                }
+                Err(err) => return Some(Err(err)),
+            }
+            self.next += 1;
+        }
+        Some(Ok(chunk))
+    }
 }
 
 /// Write a pack holding `plan.objects` to `out`. With `thin`, deltas
@@ -47,7 +186,7 @@ pub fn write_pack(
         .map_err(|_| PackError::TooManyObjects { max: u32::MAX })?;
     let mut db = handle.clone();
     db.prevent_pack_unload();
-    let counts: Vec<output::Count> = plan
+    let mut counts: Vec<output::Count> = plan
         .objects
         .iter()
         .map(|id| output::Count {
@@ -55,56 +194,50 @@ pub fn write_pack(
             entry_pack_location: output::count::PackLocation::NotLookedUp,
         })
         .collect();
-    let planned: HashSet<ObjectId> = if thin {
-        plan.objects.iter().copied().collect()
-    } else {
-        HashSet::default()
-    };
-    let compression = gix_zlib::Compression::DEFAULT;
-    let entries = output::entry::iter_from_counts(
-        counts,
-        db.clone(),
-        Box::new(gix_utils::progress::Discard),
-        output::entry::iter_from_counts::Options {
-            thread_limit: None,
-            mode: output::entry::iter_from_counts::Mode::PackCopyAndBaseObjects,
-            allow_thin_pack: thin,
-            chunk_size: 64,
-            version: gix_pack::data::Version::V2,
-            compression,
-        },
-    )
-    .map_err(PackError::Generate)?;
-    let mut in_order = gix_parallel::InOrderIter::from(entries);
-    let mut buf = Vec::new();
-    // gix reuses whatever base a stored delta has; a thin pack may only
-    // refer to bases the client has, so other ref-deltas are sent whole.
-    let fixed = std::iter::from_fn(|| {
-        let chunk = in_order.next()?;
-        Some(chunk.and_then(|mut entries: Vec<output::Entry>| {
-            for entry in entries.iter_mut() {
-                if let output::entry::Kind::DeltaOid { id: base } = entry.kind {
-                    if plan.client_has.contains(&base) || planned.contains(&base) {
-                        continue;
-                    }
-                    let id = entry.id;
-                    let data = db.try_find(&id, &mut buf)?.ok_or_else(|| {
-                        gix_error::ErrorExt::raise(gix_error::message!(
-                            "object {id} disappeared while packing"
-                        ))
-                    })?;
-                    let count = output::Count {
-                        id,
-                        entry_pack_location: output::count::PackLocation::NotLookedUp,
-                    };
-                    *entry = output::Entry::from_data(&count, &data, compression)?;
-                }
-            }
-            Ok(entries)
-        }))
+    locate(&db, &mut counts)?;
+    if let Some(missing) = counts.iter().find(|c| c.entry_pack_location.is_none()) {
+        // Every object of a repository lives in a pack; a missing one means
+        // the plan is wrong, and a pack announcing it would be corrupt.
+        if gix_object::Exists::exists(&db, &missing.id) {
+            // Loose objects (none today) are recompressed below.
+        } else {
+            return Err(PackError::Missing { id: missing.id });
+        }
+    }
+    // Pack order: each source pack's entries by offset, so a delta's base
+    // (always at a smaller offset) is written before the delta.
+    counts.sort_by(|a, b| match (location(a), location(b)) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(a), Some(b)) => a
+            .pack_id
+            .cmp(&b.pack_id)
+            .then(a.pack_offset.cmp(&b.pack_offset)),
     });
+    let mut by_pack: Vec<(u32, Range<usize>)> = Vec::new();
+    for (i, count) in counts.iter().enumerate() {
+        let Some(loc) = location(count) else { continue };
+        match by_pack.last_mut() {
+            Some((id, range)) if *id == loc.pack_id => range.end = i + 1,
+            _ => by_pack.push((loc.pack_id, i..i + 1)),
+        }
+    }
+    let mut entries = Entries {
+        db,
+        counts: &counts,
+        by_pack,
+        next: 0,
+        client_has: thin.then_some(&plan.client_has),
+        offsets: None,
+        buf: Vec::new(),
+        stats: PackStats {
+            objects: plan.objects.len(),
+            ..PackStats::default()
+        },
+    };
     let mut writer = output::bytes::FromEntriesIter::new(
-        fixed,
+        &mut entries,
         std::io::BufWriter::with_capacity(256 * 1024, out),
         num_entries,
         gix_pack::data::Version::V2,
@@ -117,16 +250,7 @@ pub fn write_pack(
     }
     let checksum = writer.digest();
     drop(writer);
-    let stats = in_order.inner.finalize().map_err(PackError::Generate)?;
-    if stats.missing_objects > 0 {
-        return Err(PackError::MissingObjects {
-            count: stats.missing_objects,
-        });
-    }
-    Ok(PackStats {
-        objects: plan.objects.len(),
-        copied_from_pack: stats.objects_copied_from_pack,
-        recompressed: stats.decoded_and_recompressed_objects,
-        checksum,
-    })
+    let mut stats = entries.stats;
+    stats.checksum = checksum;
+    Ok(stats)
 }
