@@ -195,12 +195,12 @@ pub async fn bootstrap_owner(
     meta: &dyn MetadataStore,
     preset: Option<&str>,
 ) -> Result<Option<String>, AuthError> {
-    if let Some(preset) = preset {
-        if preset.len() < MIN_OWNER_TOKEN_LEN {
-            return Err(AuthError::OwnerTokenTooShort {
-                min: MIN_OWNER_TOKEN_LEN,
-            });
-        }
+    if let Some(preset) = preset
+        && preset.len() < MIN_OWNER_TOKEN_LEN
+    {
+        return Err(AuthError::OwnerTokenTooShort {
+            min: MIN_OWNER_TOKEN_LEN,
+        });
     }
     let owner = match meta.owner().await? {
         Some(owner) => {

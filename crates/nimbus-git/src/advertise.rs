@@ -185,10 +185,10 @@ pub fn write_ls_refs(
     for r in refs.iter().filter(|r| wanted(r.name.as_bytes())) {
         let mut text = format!("{} ", r.target.to_hex()).into_bytes();
         text.extend_from_slice(r.name.as_bytes());
-        if request.peel {
-            if let Some(peeled) = r.peeled {
-                text.extend_from_slice(format!(" peeled:{}", peeled.to_hex()).as_bytes());
-            }
+        if request.peel
+            && let Some(peeled) = r.peeled
+        {
+            text.extend_from_slice(format!(" peeled:{}", peeled.to_hex()).as_bytes());
         }
         write_line(out, text)?;
     }

@@ -262,7 +262,7 @@ impl GitService {
             };
             let received = if request.expects_pack() {
                 match ingest::ingest(reader.into_inner(), &staging_path, &db, limits) {
-                    Ok(received) => received,
+                    Ok(received) => received.map(Box::new),
                     Err(err) => {
                         return Prepared::UnpackFailed {
                             request,
@@ -274,7 +274,7 @@ impl GitService {
                 None
             };
             let checked =
-                check_commands(&request.commands, received.as_ref(), &db, &current_branch);
+                check_commands(&request.commands, received.as_deref(), &db, &current_branch);
             Prepared::Ready {
                 request,
                 received,
@@ -425,7 +425,7 @@ enum Prepared {
     },
     Ready {
         request: crate::receive_pack::request::PushRequest,
-        received: Option<ReceivedPack>,
+        received: Option<Box<ReceivedPack>>,
         checked: Vec<Result<nimbus_types::RefUpdate, String>>,
     },
 }

@@ -22,15 +22,15 @@ struct Lookup<'a> {
 
 impl Lookup<'_> {
     fn find(&mut self, id: &ObjectId) -> Option<(gix_object::Kind, Vec<u8>)> {
-        if let Some(received) = self.received {
-            if let Ok(Some((data, _))) = received.bundle.find(
+        if let Some(received) = self.received
+            && let Ok(Some((data, _))) = received.bundle.find(
                 id,
                 &mut self.buf,
                 &mut self.inflate,
                 &mut gix_pack::cache::Never,
-            ) {
-                return Some((data.kind, data.data.to_vec()));
-            }
+            )
+        {
+            return Some((data.kind, data.data.to_vec()));
         }
         match self.handle.try_find(id, &mut self.buf) {
             Ok(Some(data)) => Some((data.kind, data.data.to_vec())),

@@ -94,12 +94,12 @@ fn apply_capabilities(caps: &mut PushCapabilities, list: &[u8]) -> Result<(), Co
             other => {
                 if let Some(agent) = other.strip_prefix(b"agent=") {
                     caps.agent = Some(agent.into());
-                } else if let Some(format) = other.strip_prefix(b"object-format=") {
-                    if format != b"sha1" {
-                        return Err(CommandError::UnsupportedObjectFormat {
-                            format: format.into(),
-                        });
-                    }
+                } else if let Some(format) = other.strip_prefix(b"object-format=")
+                    && format != b"sha1"
+                {
+                    return Err(CommandError::UnsupportedObjectFormat {
+                        format: format.into(),
+                    });
                 }
                 // Unknown capabilities are ignored, as git does.
             }

@@ -91,50 +91,50 @@ struct Entries<'a> {
 impl Entries<'_> {
     fn entry(&mut self, index: usize) -> Result<output::Entry, gix_error::Error> {
         let count = &self.counts[index];
-        if let Some(loc) = location(count) {
-            if let Some(pack_entry) = self.db.entry_by_location(loc) {
-                let range = self
-                    .by_pack
-                    .binary_search_by_key(&loc.pack_id, |e| e.0)
-                    .map(|i| self.by_pack[i].1.clone())
-                    .unwrap_or(index..index + 1);
-                let base_offset = range.start;
-                let in_pack = &self.counts[range];
-                let client_has = self.client_has;
-                let db = &self.db;
-                let offsets = &mut self.offsets;
-                let mut thin = 0usize;
-                let lookup = client_has.map(|has| {
-                    |pack_id: u32, offset: u64| -> gix_error::Result<Option<ObjectId>> {
-                        if offsets.as_ref().is_none_or(|(id, _)| *id != pack_id) {
-                            let mut table = db.pack_offsets_and_oid(pack_id)?.unwrap_or_default();
-                            table.sort_by_key(|e| e.0);
-                            *offsets = Some((pack_id, table));
-                        }
-                        let table = offsets.as_ref().map(|(_, t)| t.as_slice()).unwrap_or(&[]);
-                        // Only bases the client is known to have may be left out.
-                        let base = table
-                            .binary_search_by_key(&offset, |e| e.0)
-                            .ok()
-                            .map(|i| table[i].1)
-                            .filter(|id| has.contains(id));
-                        thin += usize::from(base.is_some());
-                        Ok(base)
+        if let Some(loc) = location(count)
+            && let Some(pack_entry) = self.db.entry_by_location(loc)
+        {
+            let range = self
+                .by_pack
+                .binary_search_by_key(&loc.pack_id, |e| e.0)
+                .map(|i| self.by_pack[i].1.clone())
+                .unwrap_or(index..index + 1);
+            let base_offset = range.start;
+            let in_pack = &self.counts[range];
+            let client_has = self.client_has;
+            let db = &self.db;
+            let offsets = &mut self.offsets;
+            let mut thin = 0usize;
+            let lookup = client_has.map(|has| {
+                |pack_id: u32, offset: u64| -> gix_error::Result<Option<ObjectId>> {
+                    if offsets.as_ref().is_none_or(|(id, _)| *id != pack_id) {
+                        let mut table = db.pack_offsets_and_oid(pack_id)?.unwrap_or_default();
+                        table.sort_by_key(|e| e.0);
+                        *offsets = Some((pack_id, table));
                     }
-                });
-                let copied = output::Entry::from_pack_entry(
-                    pack_entry,
-                    count,
-                    in_pack,
-                    base_offset,
-                    lookup,
-                    gix_pack::data::Version::V2,
-                );
-                self.stats.thin_deltas += thin;
-                if let Some(entry) = copied {
-                    self.stats.copied_from_pack += 1;
-                    return entry;
+                    let table = offsets.as_ref().map(|(_, t)| t.as_slice()).unwrap_or(&[]);
+                    // Only bases the client is known to have may be left out.
+                    let base = table
+                        .binary_search_by_key(&offset, |e| e.0)
+                        .ok()
+                        .map(|i| table[i].1)
+                        .filter(|id| has.contains(id));
+                    thin += usize::from(base.is_some());
+                    Ok(base)
                 }
+            });
+            let copied = output::Entry::from_pack_entry(
+                pack_entry,
+                count,
+                in_pack,
+                base_offset,
+                lookup,
+                gix_pack::data::Version::V2,
+            );
+            self.stats.thin_deltas += thin;
+            if let Some(entry) = copied {
+                self.stats.copied_from_pack += 1;
+                return entry;
             }
         }
         let count = &self.counts[index];

@@ -389,12 +389,12 @@ pub fn parse_v2_command(body: &[u8]) -> Result<Option<V2Command>, RequestError> 
                 } else if let Some(name) = line.strip_prefix(b"command=") {
                     cmd.command = name.into();
                 } else {
-                    if let Some(format) = line.strip_prefix(b"object-format=") {
-                        if format != b"sha1" {
-                            return Err(RequestError::UnsupportedObjectFormat {
-                                format: format.into(),
-                            });
-                        }
+                    if let Some(format) = line.strip_prefix(b"object-format=")
+                        && format != b"sha1"
+                    {
+                        return Err(RequestError::UnsupportedObjectFormat {
+                            format: format.into(),
+                        });
                     }
                     push_bounded(
                         &mut cmd.capabilities,

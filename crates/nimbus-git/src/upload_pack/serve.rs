@@ -216,10 +216,10 @@ fn serve_v0_inner(
     let mut sent_ready = false;
     let mut ready_cache: Option<(usize, bool)> = None;
     let mut is_ready = |objects: &mut Objects, common: &[ObjectId]| -> Result<bool, ServeError> {
-        if let Some((n, ready)) = ready_cache {
-            if n == common.len() {
-                return Ok(ready);
-            }
+        if let Some((n, ready)) = ready_cache
+            && n == common.len()
+        {
+            return Ok(ready);
         }
         let ready = !common.is_empty() && plan::negotiate(objects, &wanted, common)?.ready;
         ready_cache = Some((common.len(), ready));
@@ -251,14 +251,13 @@ fn serve_v0_inner(
     }
     let last = common.last().copied();
     if !request.done {
-        if let Some(last) = last {
-            if request.multi_ack == MultiAck::Detailed
-                && !got_other
-                && is_ready(&mut objects, &common)?
-            {
-                sent_ready = true;
-                write_line(out, format!("ACK {last} ready"))?;
-            }
+        if let Some(last) = last
+            && request.multi_ack == MultiAck::Detailed
+            && !got_other
+            && is_ready(&mut objects, &common)?
+        {
+            sent_ready = true;
+            write_line(out, format!("ACK {last} ready"))?;
         }
         if common.is_empty() || request.multi_ack != MultiAck::None {
             write_line(out, "NAK")?;
