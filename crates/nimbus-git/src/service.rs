@@ -353,6 +353,10 @@ impl GitService {
                             "failed to update ref: it was changed by another push; fetch and try again"
                                 .to_owned(),
                         ),
+                        Some(Err(RefUpdateRejection::NameConflict { existing })) => Err(format!(
+                            "cannot lock ref '{}': '{}' exists; cannot create '{}'",
+                            command.name, existing, command.name
+                        )),
                         Some(Err(RefUpdateRejection::AtomicPushFailed)) | None => {
                             Err("atomic push failure".to_owned())
                         }

@@ -242,6 +242,47 @@ async fn current_target(
 }
 
 /// Apply one compare-and-swap ref update inside `connection`'s transaction.
+/// A ref that would conflict with creating `name`: one of its parent
+/// "directories" as a ref (`refs/heads/a` for `refs/heads/a/b`), or a ref
+/// below it (`refs/heads/a/b` for `refs/heads/a`).
+async fn name_conflict(
+    connection: &mut SqliteConnection,
+    repo: RepoId,
+    name: &[u8],
+) -> Result<Option<Vec<u8>>, SqliteError> {
+    for (i, byte) in name.iter().enumerate() {
+        if *byte != b'/' {
+            continue;
+        }
+        let parent = &name[..i];
+        let found: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT name FROM refs WHERE repo_id = $1 AND name = $2")
+                .bind(repo.0)
+                .bind(parent)
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(query_failed("checking ref name conflicts"))?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    // Names below `name/` sort between `name/` and `name0` ('0' follows '/').
+    let mut low = name.to_vec();
+    low.push(b'/');
+    let mut high = name.to_vec();
+    high.push(b'0');
+    let below: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT name FROM refs WHERE repo_id = $1 AND name >= $2 AND name < $3 LIMIT 1",
+    )
+    .bind(repo.0)
+    .bind(low)
+    .bind(high)
+    .fetch_optional(&mut *connection)
+    .await
+    .map_err(query_failed("checking ref name conflicts"))?;
+    Ok(below)
+}
+
 async fn apply_ref_update(
     connection: &mut SqliteConnection,
     repo: RepoId,
@@ -249,6 +290,13 @@ async fn apply_ref_update(
 ) -> Result<Result<(), RefUpdateRejection>, SqliteError> {
     let name = update.name.as_bytes();
     let peeled = update.new_peeled.as_ref().map(hex_of);
+    if update.old.is_none() && update.new.is_some() {
+        if let Some(existing) = name_conflict(connection, repo, name).await? {
+            return Ok(Err(RefUpdateRejection::NameConflict {
+                existing: existing.into(),
+            }));
+        }
+    }
     let rows_affected = match (&update.old, &update.new) {
         (None, Some(new)) => sqlx::query(
             "INSERT INTO refs (repo_id, name, target, peeled) VALUES ($1, $2, $3, $4) \

@@ -415,7 +415,7 @@ async fn refs_are_sorted_bytewise() -> anyhow::Result<()> {
     let repo = create_repo(&metadata, "sorted").await?.id;
     let names = [
         "refs/tags/v1",
-        "refs/heads/a/b",
+        "refs/heads/a.x/b",
         "refs/heads/Z",
         "refs/heads/a-b",
         "refs/heads/a",
@@ -823,5 +823,64 @@ async fn an_in_memory_store_works_like_a_file() -> anyhow::Result<()> {
     // Each in-memory store is its own database.
     let other = SqliteMetadata::in_memory().await?;
     assert!(other.list_repositories().await?.is_empty());
+    Ok(())
+}
+
+/// Regression: a push could create `refs/heads/dir` while
+/// `refs/heads/dir/sub` existed (and the reverse), which git refuses and
+/// which clients cannot store.
+#[tokio::test]
+async fn refs_cannot_be_both_a_file_and_a_directory() -> anyhow::Result<()> {
+    let (_dir, metadata) = open_temporary().await?;
+    let repo = create_repo(&metadata, "conflicts").await?;
+    let outcomes = metadata
+        .apply_push(
+            repo.id,
+            &push(
+                &[],
+                vec![update("refs/heads/dir/sub", None, Some('a'))],
+                false,
+            ),
+        )
+        .await?;
+    assert_eq!(outcomes, vec![Ok(())]);
+    let outcomes = metadata
+        .apply_push(
+            repo.id,
+            &push(
+                &[],
+                vec![
+                    update("refs/heads/dir", None, Some('b')),
+                    update("refs/heads/dir/sub/deeper", None, Some('b')),
+                    update("refs/heads/dir-ok", None, Some('b')),
+                    update("refs/heads/di", None, Some('b')),
+                ],
+                false,
+            ),
+        )
+        .await?;
+    assert_eq!(
+        outcomes,
+        vec![
+            Err(RefUpdateRejection::NameConflict {
+                existing: "refs/heads/dir/sub".into()
+            }),
+            Err(RefUpdateRejection::NameConflict {
+                existing: "refs/heads/dir/sub".into()
+            }),
+            Ok(()),
+            Ok(()),
+        ]
+    );
+    let names: Vec<String> = metadata
+        .refs(repo.id)
+        .await?
+        .into_iter()
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["refs/heads/di", "refs/heads/dir-ok", "refs/heads/dir/sub"]
+    );
     Ok(())
 }

@@ -52,6 +52,9 @@ pub enum RefUpdateRejection {
     Stale { current: Option<ObjectId> },
     /// Another update of an atomic push failed, so this one was not applied.
     AtomicPushFailed,
+    /// Creating the ref would make it both a file and a directory, as with
+    /// `refs/heads/a` next to `refs/heads/a/b`; git refuses that.
+    NameConflict { existing: bstr::BString },
 }
 
 /// A user account.
