@@ -446,6 +446,13 @@ fn commits_to_send(
     Ok((sent, edges))
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    New,
+    Shallower,
+    Known,
+}
+
 /// Trees and blobs below a root, with git's filter semantics.
 struct TreeWalker<'a> {
     filter: Option<Filter>,
@@ -480,21 +487,39 @@ impl TreeWalker<'_> {
         result
     }
 
-    fn visit(&mut self, id: ObjectId, depth: u64) -> bool {
+    /// Record a visit at `depth`. An object is emitted only on its first
+    /// visit; a later visit at a smaller depth (tree filters) walks it again
+    /// to reach children that were too deep before, without emitting it twice.
+    fn visit(&mut self, id: ObjectId, depth: u64) -> Visit {
         match self.seen.get(&id) {
-            Some(d) if *d <= depth => false,
-            _ => {
+            Some(d) if *d <= depth => Visit::Known,
+            Some(_) => {
                 self.seen.insert(id, depth);
-                true
+                Visit::Shallower
+            }
+            None => {
+                self.seen.insert(id, depth);
+                Visit::New
             }
         }
     }
 
+    /// Emit a wanted blob unless it was already emitted.
+    fn add_blob(&mut self, id: ObjectId) {
+        if self.visit(id, 0) == Visit::New {
+            self.out.push(id);
+        }
+    }
+
     fn walk(&mut self, objects: &mut Objects, root: ObjectId, depth: u64) -> Result<(), PlanError> {
-        if !self.included(depth) || !self.visit(root, depth) {
+        if !self.included(depth) {
             return Ok(());
         }
-        self.out.push(root);
+        match self.visit(root, depth) {
+            Visit::Known => return Ok(()),
+            Visit::New => self.out.push(root),
+            Visit::Shallower => {}
+        }
         let mut stack = vec![(root, depth)];
         while let Some((tree, depth)) = stack.pop() {
             let data = match objects.find(&tree)? {
@@ -525,11 +550,17 @@ impl TreeWalker<'_> {
                     continue; // submodules live elsewhere
                 }
                 if mode.is_tree() {
-                    if self.visit(id, child_depth) {
-                        self.out.push(id);
-                        stack.push((id, child_depth));
+                    match self.visit(id, child_depth) {
+                        Visit::Known => {}
+                        Visit::New => {
+                            self.out.push(id);
+                            stack.push((id, child_depth));
+                        }
+                        Visit::Shallower => stack.push((id, child_depth)),
                     }
-                } else if self.visit(id, child_depth) && self.blob_wanted(objects, &id)? {
+                } else if self.blob_wanted(objects, &id)?
+                    && self.visit(id, child_depth) == Visit::New
+                {
                     self.out.push(id);
                 }
             }
@@ -558,6 +589,7 @@ pub fn plan_pack(
 ) -> Result<PackPlan, PlanError> {
     let mut out: Vec<ObjectId> = Vec::new();
     let mut explicit_trees = Vec::new();
+    let mut explicit_blobs = Vec::new();
     let mut want_commits = Vec::new();
     let mut sent_tags: HashSet<ObjectId> = HashSet::default();
     for want in request.wants.iter().chain(&shallow.extra_wants) {
@@ -590,7 +622,7 @@ pub fn plan_pack(
                     break;
                 }
                 Some(gix_object::Kind::Blob) => {
-                    out.push(current);
+                    explicit_blobs.push(current);
                     break;
                 }
             }
@@ -625,15 +657,16 @@ pub fn plan_pack(
         let tree = objects.expect_commit(commit)?.tree;
         walker.walk(objects, tree, 0)?;
     }
-    // Explicitly wanted trees (lazy fetches) are sent whatever the filter.
-    let saved = walker.filter.take();
+    // Explicitly wanted objects (lazy fetches, refs to trees and blobs)
+    // are sent whatever the filter; a tree filter does not apply to them.
+    if matches!(walker.filter, Some(Filter::TreeDepth(_))) {
+        walker.filter = None;
+    }
     for tree in explicit_trees {
-        walker.filter = match saved {
-            Some(Filter::TreeDepth(_)) | None => None,
-            other => other,
-        };
-        walker.seen.remove(&tree);
         walker.walk(objects, tree, 0)?;
+    }
+    for blob in explicit_blobs {
+        walker.add_blob(blob);
     }
     drop(walker);
 
