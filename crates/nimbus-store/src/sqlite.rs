@@ -290,12 +290,13 @@ async fn apply_ref_update(
 ) -> Result<Result<(), RefUpdateRejection>, SqliteError> {
     let name = update.name.as_bytes();
     let peeled = update.new_peeled.as_ref().map(hex_of);
-    if update.old.is_none() && update.new.is_some() {
-        if let Some(existing) = name_conflict(connection, repo, name).await? {
-            return Ok(Err(RefUpdateRejection::NameConflict {
-                existing: existing.into(),
-            }));
-        }
+    if update.old.is_none()
+        && update.new.is_some()
+        && let Some(existing) = name_conflict(connection, repo, name).await?
+    {
+        return Ok(Err(RefUpdateRejection::NameConflict {
+            existing: existing.into(),
+        }));
     }
     let rows_affected = match (&update.old, &update.new) {
         (None, Some(new)) => sqlx::query(
