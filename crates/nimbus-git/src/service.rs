@@ -147,11 +147,7 @@ impl GitService {
         let packs = self.meta.packs(repo.id).await?;
         let objects_dir = self.cache.materialize(repo.id, &packs).await?;
         let db = tokio::task::spawn_blocking(move || ObjectDb::open(&objects_dir)).await??;
-        let branch = RefName::new(format!("refs/heads/{}", repo.default_branch).as_bytes())
-            .map_err(|_| ServiceError::BadDefaultBranch {
-                name: repo.default_branch.clone(),
-            })?;
-        let head = Head::resolve(branch, &refs);
+        let head = Head::resolve(head_branch(repo)?, &refs);
         Ok(Snapshot { refs, head, db })
     }
 
@@ -171,11 +167,7 @@ impl GitService {
         let refs = self.meta.refs(repo.id).await?;
         match service {
             Service::UploadPack => {
-                let branch = RefName::new(format!("refs/heads/{}", repo.default_branch).as_bytes())
-                    .map_err(|_| ServiceError::BadDefaultBranch {
-                        name: repo.default_branch.clone(),
-                    })?;
-                let head = Head::resolve(branch, &refs);
+                let head = Head::resolve(head_branch(repo)?, &refs);
                 advertise::write_upload_pack_v0(&mut out, version, &refs, &head)?;
             }
             Service::ReceivePack => advertise::write_receive_pack_v0(&mut out, version, &refs)?,
@@ -432,6 +424,15 @@ enum Prepared {
         received: Option<Box<ReceivedPack>>,
         checked: Vec<Result<nimbus_types::RefUpdate, String>>,
     },
+}
+
+/// The full name of the branch `HEAD` points at.
+fn head_branch(repo: &Repository) -> Result<RefName, ServiceError> {
+    RefName::new(format!("refs/heads/{}", repo.default_branch).as_bytes()).map_err(|_| {
+        ServiceError::BadDefaultBranch {
+            name: repo.default_branch.clone(),
+        }
+    })
 }
 
 fn unix_now() -> i64 {

@@ -115,21 +115,26 @@ pub fn check_commands(
 
 /// Write the report for a push: `unpack ok` or the unpack error, then an
 /// `ok` or `ng` line per command.
-pub fn write_report(
-    out: &mut impl Write,
+pub fn write_report<W: Write>(
+    out: &mut W,
     capabilities: &PushCapabilities,
     unpack: Result<(), String>,
     results: &[(BString, Result<(), String>)],
 ) -> io::Result<()> {
+    // With side-band, an unpack error is also shown as `remote: error: ...`.
+    let show_error = |out: &mut W| -> io::Result<()> {
+        match &unpack {
+            Err(message) if capabilities.side_band_64k => write_sideband(
+                out,
+                Band::Progress,
+                format!("error: {message}\n").as_bytes(),
+            ),
+            _ => Ok(()),
+        }
+    };
     if !(capabilities.report_status || capabilities.report_status_v2) {
         if capabilities.side_band_64k {
-            if let Err(message) = &unpack {
-                write_sideband(
-                    out,
-                    Band::Progress,
-                    format!("error: {message}\n").as_bytes(),
-                )?;
-            }
+            show_error(out)?;
             write_flush(out)?;
         }
         return Ok(());
@@ -154,13 +159,7 @@ pub fn write_report(
     }
     write_flush(&mut report)?;
     if capabilities.side_band_64k {
-        if let Err(message) = &unpack {
-            write_sideband(
-                out,
-                Band::Progress,
-                format!("error: {message}\n").as_bytes(),
-            )?;
-        }
+        show_error(out)?;
         write_sideband(out, Band::Data, &report)?;
         write_flush(out)
     } else {

@@ -326,6 +326,56 @@ impl PartialOrd for Queued {
     }
 }
 
+/// The state of a `wants --not haves` walk: a queue by commit time and the
+/// marks each commit has received.
+#[derive(Default)]
+struct Walk {
+    heap: BinaryHeap<Queued>,
+    /// Bit 1: reached from a want; bit 2: reached from a have.
+    marks: HashMap<ObjectId, u8>,
+    interesting_in_queue: usize,
+}
+
+impl Walk {
+    const INTERESTING: u8 = 1;
+    const UNINTERESTING: u8 = 2;
+
+    fn is_uninteresting(&self, id: &ObjectId) -> bool {
+        self.marks.get(id).copied().unwrap_or(0) & Self::UNINTERESTING != 0
+    }
+
+    /// Queue `id` with a mark, once per mark; non-commits are ignored.
+    fn push(
+        &mut self,
+        objects: &mut Objects,
+        id: ObjectId,
+        uninteresting: bool,
+    ) -> Result<(), PlanError> {
+        let mark = if uninteresting {
+            Self::UNINTERESTING
+        } else {
+            Self::INTERESTING
+        };
+        let marks = self.marks.entry(id).or_insert(0);
+        if *marks & mark != 0 {
+            return Ok(());
+        }
+        *marks |= mark;
+        let Some(commit) = objects.commit(&id)? else {
+            return Ok(());
+        };
+        if !uninteresting {
+            self.interesting_in_queue += 1;
+        }
+        self.heap.push(Queued {
+            time: commit.time,
+            id,
+            uninteresting,
+        });
+        Ok(())
+    }
+}
+
 /// Which commits to send: reachable from `wants`, not from `haves`, newest
 /// first, like `git rev-list wants --not haves`. The walk does not enter
 /// the parents of `boundary` commits, and the have side stops at the
@@ -338,92 +388,35 @@ fn commits_to_send(
     boundary: &HashSet<ObjectId>,
     client_shallows: &HashSet<ObjectId>,
 ) -> Result<(Vec<ObjectId>, Vec<ObjectId>), PlanError> {
-    // 1: interesting, 2: uninteresting, 4: sent
-    let mut flags: HashMap<ObjectId, u8> = HashMap::default();
-    let mut heap = BinaryHeap::new();
-    let mut interesting_in_queue = 0usize;
-    let push = |objects: &mut Objects,
-                heap: &mut BinaryHeap<Queued>,
-                flags: &mut HashMap<ObjectId, u8>,
-                interesting_in_queue: &mut usize,
-                id: ObjectId,
-                uninteresting: bool|
-     -> Result<(), PlanError> {
-        let flag = if uninteresting { 2 } else { 1 };
-        let entry = flags.entry(id).or_insert(0);
-        if *entry & flag != 0 {
-            return Ok(());
-        }
-        *entry |= flag;
-        let Some(commit) = objects.commit(&id)? else {
-            return Ok(());
-        };
-        if !uninteresting {
-            *interesting_in_queue += 1;
-        }
-        heap.push(Queued {
-            time: commit.time,
-            id,
-            uninteresting,
-        });
-        Ok(())
-    };
+    let mut walk = Walk::default();
     for id in haves {
-        push(
-            objects,
-            &mut heap,
-            &mut flags,
-            &mut interesting_in_queue,
-            *id,
-            true,
-        )?;
+        walk.push(objects, *id, true)?;
     }
     for id in wants {
-        push(
-            objects,
-            &mut heap,
-            &mut flags,
-            &mut interesting_in_queue,
-            *id,
-            false,
-        )?;
+        walk.push(objects, *id, false)?;
     }
     let mut sent = Vec::new();
-    while let Some(item) = heap.pop() {
+    while let Some(item) = walk.heap.pop() {
         if !item.uninteresting {
-            interesting_in_queue -= 1;
+            walk.interesting_in_queue -= 1;
         }
-        let flag = flags.get(&item.id).copied().unwrap_or(0);
+        let uninteresting = walk.is_uninteresting(&item.id);
         let parents = objects.expect_commit(&item.id)?.parents;
-        if flag & 2 != 0 {
+        if uninteresting {
             if !client_shallows.contains(&item.id) {
                 for p in parents {
-                    push(
-                        objects,
-                        &mut heap,
-                        &mut flags,
-                        &mut interesting_in_queue,
-                        p,
-                        true,
-                    )?;
+                    walk.push(objects, p, true)?;
                 }
             }
         } else {
             sent.push(item.id);
             if !boundary.contains(&item.id) {
                 for p in parents {
-                    push(
-                        objects,
-                        &mut heap,
-                        &mut flags,
-                        &mut interesting_in_queue,
-                        p,
-                        false,
-                    )?;
+                    walk.push(objects, p, false)?;
                 }
             }
         }
-        if interesting_in_queue == 0 {
+        if walk.interesting_in_queue == 0 {
             break;
         }
     }
@@ -437,7 +430,7 @@ fn commits_to_send(
             continue;
         }
         for p in objects.expect_commit(id)?.parents {
-            let known = flags.get(&p).copied().unwrap_or(0) & 2 != 0;
+            let known = walk.is_uninteresting(&p);
             if known && !sent_set.contains(&p) && edge_seen.insert(p) {
                 edges.push(p);
             }
