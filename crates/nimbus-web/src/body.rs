@@ -49,3 +49,37 @@ pub async fn read_limited(body: BodyReader, limit: u64) -> Result<Vec<u8>, BodyE
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(data: Vec<u8>) -> BodyReader {
+        Box::pin(std::io::Cursor::new(data))
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused() {
+        let ok = read_limited(reader(vec![1; 10]), 10).await.expect("at the limit");
+        assert_eq!(ok.len(), 10);
+        let err = read_limited(reader(vec![1; 11]), 10).await.expect_err("over");
+        assert!(matches!(err, BodyError::TooLarge { limit: 10 }));
+        assert_eq!(err.to_string(), "the request body is larger than the limit of 10 bytes");
+    }
+
+    #[tokio::test]
+    async fn gzip_bodies_are_decoded_and_other_encodings_refused() {
+        use async_compression::tokio::write::GzipEncoder;
+        use tokio::io::AsyncWriteExt;
+        let mut encoder = GzipEncoder::new(Vec::new());
+        encoder.write_all(b"0000").await.expect("compress");
+        encoder.shutdown().await.expect("finish");
+        let compressed = encoder.into_inner();
+        let body = decoded(reader(compressed), Some("gzip")).expect("gzip is supported");
+        assert_eq!(read_limited(body, 100).await.expect("read"), b"0000");
+        assert!(matches!(
+            decoded(reader(Vec::new()), Some("br")),
+            Err(BodyError::UnsupportedEncoding { .. })
+        ));
+    }
+}
