@@ -1,0 +1,265 @@
+//! Negotiation as pkt-lines in, pkt-lines out. Each request is answered by
+//! the engine and by real `git upload-pack --stateless-rpc` on the same
+//! repository (made by `fixtures/linear.sh`); the acknowledgment and
+//! shallow sections must be identical, line for line.
+
+use bstr::ByteSlice;
+use gix_hash::ObjectId;
+use nimbus_git::advertise::Head;
+use nimbus_git::objects::ObjectDb;
+use nimbus_git::pktline::{Packet, decode, write_delim, write_flush, write_line};
+use nimbus_git::upload_pack::{RepoView, serve_v0, serve_v2};
+use nimbus_types::{Ref, RefName};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: PathBuf,
+    db: ObjectDb,
+    refs: Vec<Ref>,
+    head: Head,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linear.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .status()
+            .expect("run the fixture script");
+        assert!(status.success(), "fixture script failed");
+        let repo = dir.path().join("repo.git");
+        let db = ObjectDb::open(&repo.join("objects")).expect("open the packs");
+        let mut refs = Vec::new();
+        for name in ["refs/heads/main", "refs/heads/topic"] {
+            refs.push(Ref {
+                name: RefName::new(name.as_bytes()).expect("valid"),
+                target: rev(&repo, name),
+                peeled: None,
+            });
+        }
+        let head = Head::resolve(RefName::new(b"refs/heads/main").expect("valid"), &refs);
+        Fixture {
+            _dir: dir,
+            repo,
+            db,
+            refs,
+            head,
+        }
+    }
+
+    fn id(&self, rev_spec: &str) -> ObjectId {
+        rev(&self.repo, rev_spec)
+    }
+
+    fn ours(&self, version: u8, body: &[u8]) -> Vec<u8> {
+        let view = RepoView {
+            db: &self.db,
+            refs: &self.refs,
+            head: &self.head,
+        };
+        let mut out = Vec::new();
+        if version == 2 {
+            serve_v2(&view, body, &mut out).expect("write to a vec");
+        } else {
+            serve_v0(&view, body, &mut out).expect("write to a vec");
+        }
+        out
+    }
+
+    fn gits(&self, version: u8, body: &[u8]) -> Vec<u8> {
+        let mut child = Command::new("git")
+            .args(["upload-pack", "--stateless-rpc"])
+            .arg(&self.repo)
+            .env("GIT_PROTOCOL", format!("version={version}"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", self.repo.parent().expect("parent"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run git upload-pack");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body)
+            .expect("write the request");
+        child.wait_with_output().expect("git upload-pack").stdout
+    }
+}
+
+fn rev(repo: &Path, spec: &str) -> ObjectId {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["rev-parse", spec])
+        .output()
+        .expect("git rev-parse");
+    ObjectId::from_hex(out.stdout.trim()).expect("an object id")
+}
+
+/// The response as text lines, up to where pack data begins.
+fn lines(mut response: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(Some((packet, used))) = decode(response) {
+        match packet {
+            Packet::Flush => out.push("0000".to_owned()),
+            Packet::Delim => out.push("0001".to_owned()),
+            Packet::ResponseEnd => out.push("0002".to_owned()),
+            Packet::Data(data) => {
+                if matches!(data.first(), Some(1..=3)) {
+                    out.push("<side-band>".to_owned());
+                    break;
+                }
+                let line = packet.line().expect("data").to_str_lossy().into_owned();
+                let is_pack_start = line == "packfile";
+                out.push(line);
+                if is_pack_start {
+                    break;
+                }
+            }
+        }
+        response = &response[used..];
+    }
+    out
+}
+
+fn request(lines: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in lines {
+        match line.as_str() {
+            "0000" => write_flush(&mut out),
+            "0001" => write_delim(&mut out),
+            line => write_line(&mut out, line),
+        }
+        .expect("write to a vec");
+    }
+    out
+}
+
+fn v2_fetch(args: &[String]) -> Vec<u8> {
+    let mut all = vec![
+        "command=fetch".to_owned(),
+        "object-format=sha1".to_owned(),
+        "0001".to_owned(),
+    ];
+    all.extend_from_slice(args);
+    all.push("0000".to_owned());
+    request(&all)
+}
+
+/// Compare the engine with git for one request.
+fn same_as_git(fixture: &Fixture, version: u8, body: &[u8]) -> Vec<String> {
+    let ours = lines(&fixture.ours(version, body));
+    let gits = lines(&fixture.gits(version, body));
+    assert_eq!(
+        ours, gits,
+        "nimbus (left) and git upload-pack (right) differ"
+    );
+    ours
+}
+
+#[test]
+fn v2_acknowledges_common_haves_and_says_ready_like_git() {
+    let f = Fixture::new();
+    let want = format!("want {}", f.id("topic"));
+    let cases: Vec<Vec<String>> = vec![
+        // A common have that is not an ancestor of the want: not ready.
+        vec![want.clone(), format!("have {}", f.id("main"))],
+        // The fork point is common too: ready, then the pack.
+        vec![
+            want.clone(),
+            format!("have {}", f.id("main")),
+            format!("have {}", f.id("main~2")),
+        ],
+        // Unknown haves only: NAK.
+        vec![want.clone(), format!("have {}", "1".repeat(40))],
+        // wait-for-done suppresses ready.
+        vec![
+            want.clone(),
+            "wait-for-done".into(),
+            format!("have {}", f.id("main~2")),
+        ],
+        // done: no acknowledgments section at all.
+        vec![
+            want.clone(),
+            format!("have {}", f.id("main~2")),
+            "done".into(),
+        ],
+        // A shallow clone gets its shallow-info section.
+        vec![want, "deepen 2".into(), "done".into()],
+    ];
+    let expected_endings = ["0000", "packfile", "0000", "0000", "packfile", "packfile"];
+    for (args, ending) in cases.iter().zip(expected_endings) {
+        let seen = same_as_git(&f, 2, &v2_fetch(args));
+        assert_eq!(
+            seen.last().map(String::as_str),
+            Some(ending),
+            "{args:?}: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn v0_multi_ack_detailed_rounds_match_git() {
+    let f = Fixture::new();
+    let first = format!(
+        "want {} multi_ack_detailed side-band-64k thin-pack ofs-delta no-done",
+        f.id("topic")
+    );
+    let unknown = format!("have {}", "1".repeat(40));
+    let fork = format!("have {}", f.id("main~2"));
+    let tip = format!("have {}", f.id("main"));
+    let rounds: Vec<Vec<String>> = vec![
+        // Only the want section: git answers nothing (a shallow-list probe).
+        vec![first.clone(), "0000".into()],
+        // A round of haves without done.
+        vec![
+            first.clone(),
+            "0000".into(),
+            tip.clone(),
+            unknown.clone(),
+            "0000".into(),
+        ],
+        // Common fork point with no-done: ready, then straight to the pack.
+        vec![
+            first.clone(),
+            "0000".into(),
+            tip.clone(),
+            fork.clone(),
+            "0000".into(),
+        ],
+        // done after haves.
+        vec![first.clone(), "0000".into(), fork, "done".into()],
+        // done with no haves at all.
+        vec![first, "0000".into(), "done".into()],
+    ];
+    for round in rounds {
+        same_as_git(&f, 0, &request(&round));
+    }
+}
+
+#[test]
+fn v0_shallow_requests_match_git() {
+    let f = Fixture::new();
+    let want = format!(
+        "want {} multi_ack_detailed side-band-64k ofs-delta",
+        f.id("main")
+    );
+    for deepen in [
+        "deepen 1",
+        "deepen 3",
+        "deepen-since 1700000003",
+        "deepen-not refs/heads/topic",
+    ] {
+        let probe = request(&[want.clone(), deepen.into(), "0000".into()]);
+        same_as_git(&f, 0, &probe);
+        let full = request(&[want.clone(), deepen.into(), "0000".into(), "done".into()]);
+        same_as_git(&f, 0, &full);
+    }
+}
