@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// Nimbus: a self-hosted git server. Every option can also be set through
 /// the environment variable shown with it.
 #[derive(Parser, Debug)]
-#[command(name = "nimbus", version, about, long_about = None)]
+#[command(name = "nimbus", version)]
 struct Cli {
     #[command(flatten)]
     storage: StorageArgs,
