@@ -60,11 +60,18 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
-        let ok = read_limited(reader(vec![1; 10]), 10).await.expect("at the limit");
+        let ok = read_limited(reader(vec![1; 10]), 10)
+            .await
+            .expect("at the limit");
         assert_eq!(ok.len(), 10);
-        let err = read_limited(reader(vec![1; 11]), 10).await.expect_err("over");
+        let err = read_limited(reader(vec![1; 11]), 10)
+            .await
+            .expect_err("over");
         assert!(matches!(err, BodyError::TooLarge { limit: 10 }));
-        assert_eq!(err.to_string(), "the request body is larger than the limit of 10 bytes");
+        assert_eq!(
+            err.to_string(),
+            "the request body is larger than the limit of 10 bytes"
+        );
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use nimbus_git::advertise::ProtocolVersion;
 use nimbus_git::pktline::{write_flush, write_line};
 use nimbus_git::service::Service;
 use nimbus_types::{Access, Principal, RepoName, Repository};
+use tracing::Instrument;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
@@ -183,18 +184,20 @@ pub async fn upload_pack(app: &App, name: &str, parts: RequestParts) -> Result<R
     let principal = principal(app, &parts.headers).await?;
     let repo = authorized_repo(app, name, &principal, Access::Read).await?;
     let span = tracing::info_span!("upload-pack", repo = %repo.name, user = principal.label());
-    let _enter = span.enter();
     require_content_type(&parts.headers, "application/x-git-upload-pack-request")?;
     let version = protocol_version(&parts.headers);
     let body = body::decoded(parts.body, encoding(&parts.headers)).map_err(body_error)?;
-    let request = body::read_limited(body, app.config.max_negotiation_bytes)
-        .await
-        .map_err(body_error)?;
-    let receiver = app
-        .git
-        .upload_pack(&repo, version, request)
-        .await
-        .map_err(|e| WebError::internal(&e))?;
+    let receiver = async {
+        let request = body::read_limited(body, app.config.max_negotiation_bytes)
+            .await
+            .map_err(body_error)?;
+        app.git
+            .upload_pack(&repo, version, request)
+            .await
+            .map_err(|e| WebError::internal(&e))
+    }
+    .instrument(span)
+    .await?;
     let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
     let mut response = warp::reply::stream(stream).into_response();
     content_type(&mut response, "application/x-git-upload-pack-result");
@@ -211,12 +214,12 @@ pub async fn receive_pack(
     let principal = principal(app, &parts.headers).await?;
     let repo = authorized_repo(app, name, &principal, Access::Write).await?;
     let span = tracing::info_span!("receive-pack", repo = %repo.name, user = principal.label());
-    let _enter = span.enter();
     require_content_type(&parts.headers, "application/x-git-receive-pack-request")?;
     let body = body::decoded(parts.body, encoding(&parts.headers)).map_err(body_error)?;
     let report = app
         .git
         .receive_pack(&repo, body)
+        .instrument(span)
         .await
         .map_err(|e| WebError::internal(&e))?;
     let mut response = warp::reply::with_status(report, StatusCode::OK).into_response();
