@@ -1,14 +1,17 @@
 //! Storage backends of Nimbus: objects in a local directory, metadata in
-//! SQLite, and the local pack cache that turns stored packs into an object
-//! directory git libraries can open.
+//! SQLite or PostgreSQL, and the local pack cache that turns stored packs
+//! into an object directory git libraries can open.
 //!
 //! Each backend implements one trait of [`nimbus_types`]; nothing outside this
 //! crate needs to know which backend it was given.
 
 mod local;
 mod pack_cache;
+mod postgres;
+mod sql;
 mod sqlite;
 
 pub use local::LocalObjectStore;
 pub use pack_cache::{PackCache, PackCacheError};
+pub use postgres::{PgError, PgMetadata};
 pub use sqlite::{SqliteError, SqliteMetadata};

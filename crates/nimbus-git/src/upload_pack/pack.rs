@@ -21,8 +21,6 @@ pub enum PackError {
     Generate(#[source] gix_error::Error),
     #[error("object {id} could not be found while generating the pack")]
     Missing { id: ObjectId },
-    #[error("writing the pack failed")]
-    Write(#[source] std::io::Error),
 }
 
 /// Figures about a written pack.
@@ -195,13 +193,13 @@ pub fn write_pack(
         })
         .collect();
     locate(&db, &mut counts)?;
-    if let Some(missing) = counts.iter().find(|c| c.entry_pack_location.is_none()) {
-        // Every object of a repository lives in a pack; a missing one means
-        // the plan is wrong, and a pack announcing it would be corrupt.
-        if gix_object::Exists::exists(&db, &missing.id) {
-            // Loose objects (none today) are recompressed below.
-        } else {
-            return Err(PackError::Missing { id: missing.id });
+    // A pack's header announces its object count, so a missing object must
+    // be found now: discovered mid-stream it would make the pack corrupt.
+    // (Objects outside packs, which Nimbus never stores, would be
+    // recompressed below.)
+    for count in counts.iter().filter(|c| c.entry_pack_location.is_none()) {
+        if !gix_object::Exists::exists(&db, &count.id) {
+            return Err(PackError::Missing { id: count.id });
         }
     }
     // Pack order: each source pack's entries by offset, so a delta's base
