@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nimbus_git::receive_pack::ingest::IngestLimits;
 use nimbus_git::service::{GitService, GitServiceConfig};
-use nimbus_store::{LocalObjectStore, PackCache, SqliteMetadata};
+use nimbus_store::{LocalObjectStore, PackCache, PgMetadata, SqliteMetadata};
 use nimbus_types::metadata::MetadataStore;
 use nimbus_types::storage::ObjectStore;
 use nimbus_types::{RepoName, RepoUpdate};
@@ -35,6 +35,15 @@ struct StorageArgs {
         global = true
     )]
     data_dir: PathBuf,
+    /// PostgreSQL for metadata (`postgres://user:password@host/db`). Without
+    /// it, metadata lives in SQLite inside the data directory.
+    #[arg(
+        long,
+        env = "NIMBUS_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    database_url: Option<String>,
     /// Log filter, e.g. `info` or `nimbus_git=debug` (RUST_LOG syntax).
     #[arg(long, env = "NIMBUS_LOG", default_value = "info", global = true)]
     log: String,
@@ -97,10 +106,24 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
     let data = &storage.data_dir;
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let sqlite = SqliteMetadata::open(&data.join("nimbus.db"))
-        .await
-        .with_context(|| format!("cannot open the database in {}", data.display()))?;
-    let meta: Arc<dyn MetadataStore> = Arc::new(sqlite);
+    let meta: Arc<dyn MetadataStore> = match storage.database_url.as_deref() {
+        None | Some("") => Arc::new(
+            SqliteMetadata::open(&data.join("nimbus.db"))
+                .await
+                .with_context(|| format!("cannot open the database in {}", data.display()))?,
+        ),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            // The URL may hold a password: never print it.
+            Arc::new(
+                PgMetadata::connect(url)
+                    .await
+                    .context("cannot connect to the PostgreSQL database in NIMBUS_DATABASE_URL")?,
+            )
+        }
+        Some(_) => anyhow::bail!(
+            "NIMBUS_DATABASE_URL must be a postgres:// URL; leave it unset to use SQLite in the data directory"
+        ),
+    };
     let store: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(data.join("objects")));
     let cache = PackCache::new(data.join("cache"), store.clone());
     let max_pack_bytes = serve

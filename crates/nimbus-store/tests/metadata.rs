@@ -1,0 +1,1118 @@
+//! The metadata suite: every behaviour of `MetadataStore`, checked on
+//! SQLite (real database files) and on PostgreSQL (a fresh database per test
+//! on the server named by `NIMBUS_TEST_POSTGRES_URL`), plus what only SQLite
+//! has (reopening a file, in-memory stores).
+
+use nimbus_store::{PgMetadata, SqliteMetadata};
+use nimbus_types::metadata::{
+    MetadataError, MetadataStore, NewToken, PackRecord, PushRecord, RefUpdateRejection,
+};
+use nimbus_types::{
+    Access, NewRepository, ObjectId, RefName, RefUpdate, RepoId, RepoName, RepoUpdate, Repository,
+};
+use sqlx::Connection;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use tempfile::TempDir;
+
+/// Which metadata backend a shared test runs against.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The variable that holds the URL of a PostgreSQL server whose role may
+/// create databases; `scripts/postgres` prints one.
+const POSTGRES_URL_VARIABLE: &str = "NIMBUS_TEST_POSTGRES_URL";
+
+impl Backend {
+    /// An empty database of this backend, dropped with the returned value.
+    async fn fresh_database(self) -> anyhow::Result<FreshDatabase> {
+        match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                let path = dir.path().join("nimbus.db");
+                Ok(FreshDatabase::Sqlite { _dir: dir, path })
+            }
+            Backend::Postgres => FreshDatabase::postgres().await,
+        }
+    }
+}
+
+/// A database for one test. Each PostgreSQL test creates its own, so tests
+/// run in parallel (and in separate processes under cargo-nextest).
+enum FreshDatabase {
+    Sqlite {
+        _dir: TempDir,
+        path: std::path::PathBuf,
+    },
+    Postgres(PostgresDatabase),
+}
+
+impl FreshDatabase {
+    async fn postgres() -> anyhow::Result<Self> {
+        // Never skip: a missing server would otherwise pass as green.
+        let admin_url = match std::env::var(POSTGRES_URL_VARIABLE) {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var_os("CI").is_some() => {
+                anyhow::bail!("{POSTGRES_URL_VARIABLE} is not set; scripts/test starts PostgreSQL")
+            }
+            _ => anyhow::bail!(
+                "{POSTGRES_URL_VARIABLE} is not set; scripts/test starts PostgreSQL \
+                 (or run: export {POSTGRES_URL_VARIABLE}=\"$(scripts/postgres)\")"
+            ),
+        };
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        let name = format!(
+            "nimbus_test_{}_{}_{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+        // The name is made of ASCII letters, digits and underscores above.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        let url = with_database(&admin_url, &name)?;
+        Ok(FreshDatabase::Postgres(PostgresDatabase {
+            admin_url,
+            name,
+            url,
+        }))
+    }
+
+    /// A new store on this database: opening it twice stands for two server
+    /// processes sharing it.
+    async fn open(&self) -> anyhow::Result<Arc<dyn MetadataStore>> {
+        Ok(match self {
+            FreshDatabase::Sqlite { path, .. } => Arc::new(SqliteMetadata::open(path).await?),
+            FreshDatabase::Postgres(database) => {
+                Arc::new(PgMetadata::connect(&database.url).await?)
+            }
+        })
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or_else(|| anyhow::anyhow!("{POSTGRES_URL_VARIABLE} is not a URL"))?;
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut replaced = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        replaced.push('?');
+        replaced.push_str(query);
+    }
+    Ok(replaced)
+}
+
+/// A database created for one test, dropped (with any connections still
+/// open to it) when the test ends, passed or failed.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop cannot await; a runtime of its own on a thread of its own
+        // works inside and outside the test's runtime.
+        let dropped = std::thread::spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await?;
+                Ok(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("could not drop test database {}: {error:#}", self.name),
+            Err(_) => eprintln!("dropping test database {} panicked", self.name),
+        }
+    }
+}
+
+/// Each shared test is an `async fn(Backend) -> anyhow::Result<()>`; this
+/// runs it once per backend, as `sqlite::<name>` and `postgres::<name>`.
+macro_rules! metadata_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+fn oid(digit: char) -> ObjectId {
+    ObjectId::from_hex(digit.to_string().repeat(40).as_bytes()).expect("40 hex digits")
+}
+
+fn ref_name(name: &str) -> RefName {
+    RefName::new(name.as_bytes()).expect("valid ref name")
+}
+
+fn repo_name(name: &str) -> RepoName {
+    RepoName::new(name).expect("valid repository name")
+}
+
+async fn create_repo(metadata: &dyn MetadataStore, name: &str) -> anyhow::Result<Repository> {
+    Ok(metadata
+        .create_repository(&NewRepository {
+            name: repo_name(name),
+            private: false,
+            default_branch: "main".into(),
+        })
+        .await?)
+}
+
+fn pack(name: &str) -> PackRecord {
+    PackRecord {
+        name: name.into(),
+        pack_size: 1234,
+        index_size: 56,
+        object_count: 7,
+        created_at: 1_700_000_000,
+    }
+}
+
+fn update(name: &str, old: Option<char>, new: Option<char>) -> RefUpdate {
+    RefUpdate {
+        name: ref_name(name),
+        old: old.map(oid),
+        new: new.map(oid),
+        new_peeled: None,
+    }
+}
+
+fn push(packs: &[&str], updates: Vec<RefUpdate>, atomic: bool) -> PushRecord {
+    PushRecord {
+        packs: packs.iter().map(|name| pack(name)).collect(),
+        updates,
+        atomic,
+    }
+}
+
+fn stale(current: Option<char>) -> Result<(), RefUpdateRejection> {
+    Err(RefUpdateRejection::Stale {
+        current: current.map(oid),
+    })
+}
+
+/// The refs of a repository as (name, target) pairs, for comparisons.
+async fn ref_targets(
+    metadata: &dyn MetadataStore,
+    repo: RepoId,
+) -> anyhow::Result<Vec<(String, ObjectId)>> {
+    Ok(metadata
+        .refs(repo)
+        .await?
+        .into_iter()
+        .map(|r| (r.name.to_string(), r.target))
+        .collect())
+}
+
+async fn repositories_are_created_listed_and_found_by_name(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let created = metadata
+        .create_repository(&NewRepository {
+            name: repo_name("Nimbus"),
+            private: true,
+            default_branch: "trunk".into(),
+        })
+        .await?;
+    assert_eq!(created.name.as_str(), "Nimbus");
+    assert!(created.private);
+    assert_eq!(created.default_branch, "trunk");
+    assert_eq!(created.created_at, created.updated_at);
+    assert!(created.created_at > 1_600_000_000);
+
+    let other = create_repo(&*metadata, "another").await?;
+    assert_ne!(created.id, other.id);
+
+    assert_eq!(
+        metadata.repository(&repo_name("Nimbus")).await?,
+        Some(created.clone())
+    );
+    // Names are case-insensitive, like GitHub's; the stored spelling is kept.
+    assert_eq!(
+        metadata.repository(&repo_name("nimbus")).await?,
+        Some(created.clone())
+    );
+    assert_eq!(metadata.repository(&repo_name("missing")).await?, None);
+
+    let names: Vec<String> = metadata
+        .list_repositories()
+        .await?
+        .into_iter()
+        .map(|repo| repo.name.to_string())
+        .collect();
+    assert_eq!(names, ["another", "Nimbus"]);
+    Ok(())
+}
+
+async fn repository_names_are_unique_regardless_of_case(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    create_repo(&*metadata, "project").await?;
+    for taken in ["project", "PROJECT", "Project"] {
+        let error = create_repo(&*metadata, taken)
+            .await
+            .expect_err("the name is taken");
+        assert!(
+            matches!(
+                error.downcast_ref::<MetadataError>(),
+                Some(MetadataError::RepositoryExists { name }) if name == taken
+            ),
+            "{error:?}"
+        );
+    }
+    assert_eq!(metadata.list_repositories().await?.len(), 1);
+    Ok(())
+}
+
+async fn repositories_are_updated_and_renamed(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "old-name").await?;
+    let taken = create_repo(&*metadata, "taken").await?;
+
+    let renamed = metadata
+        .update_repository(
+            repo.id,
+            &RepoUpdate {
+                name: Some(repo_name("new-name")),
+                private: Some(true),
+                default_branch: Some("develop".into()),
+            },
+        )
+        .await?;
+    assert_eq!(renamed.id, repo.id);
+    assert_eq!(renamed.name.as_str(), "new-name");
+    assert!(renamed.private);
+    assert_eq!(renamed.default_branch, "develop");
+    assert_eq!(renamed.created_at, repo.created_at);
+    assert!(renamed.updated_at >= repo.updated_at);
+    assert_eq!(metadata.repository(&repo_name("old-name")).await?, None);
+    assert_eq!(
+        metadata.repository(&repo_name("new-name")).await?,
+        Some(renamed.clone())
+    );
+
+    // Only the given fields change.
+    let made_public = metadata
+        .update_repository(
+            repo.id,
+            &RepoUpdate {
+                private: Some(false),
+                ..RepoUpdate::default()
+            },
+        )
+        .await?;
+    assert_eq!(made_public.name.as_str(), "new-name");
+    assert_eq!(made_public.default_branch, "develop");
+    assert!(!made_public.private);
+
+    // An empty update changes nothing.
+    let unchanged = metadata
+        .update_repository(repo.id, &RepoUpdate::default())
+        .await?;
+    assert_eq!(unchanged, made_public);
+
+    // A repository may change the case of its own name...
+    let recased = metadata
+        .update_repository(
+            repo.id,
+            &RepoUpdate {
+                name: Some(repo_name("New-Name")),
+                ..RepoUpdate::default()
+            },
+        )
+        .await?;
+    assert_eq!(recased.name.as_str(), "New-Name");
+
+    // ...but not take another's, in any case.
+    let error = metadata
+        .update_repository(
+            repo.id,
+            &RepoUpdate {
+                name: Some(repo_name("TAKEN")),
+                private: Some(true),
+                ..RepoUpdate::default()
+            },
+        )
+        .await
+        .expect_err("the name is taken");
+    assert!(
+        matches!(&error, MetadataError::RepositoryExists { name } if name == "TAKEN"),
+        "{error:?}"
+    );
+    let after_refusal = metadata.repository(&repo_name("New-Name")).await?;
+    assert_eq!(
+        after_refusal.map(|r| r.private),
+        Some(false),
+        "a refused update changes nothing"
+    );
+    assert_eq!(metadata.repository(&repo_name("taken")).await?, Some(taken));
+
+    let error = metadata
+        .update_repository(RepoId(9999), &RepoUpdate::default())
+        .await
+        .expect_err("no such repository");
+    assert!(
+        matches!(error, MetadataError::RepositoryNotFound),
+        "{error:?}"
+    );
+    let error = metadata
+        .update_repository(
+            RepoId(9999),
+            &RepoUpdate {
+                private: Some(true),
+                ..RepoUpdate::default()
+            },
+        )
+        .await
+        .expect_err("no such repository");
+    assert!(
+        matches!(error, MetadataError::RepositoryNotFound),
+        "{error:?}"
+    );
+    Ok(())
+}
+
+async fn deleting_a_repository_removes_its_refs_and_packs(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "doomed").await?;
+    let kept = create_repo(&*metadata, "kept").await?;
+    for target in [&repo, &kept] {
+        let outcomes = metadata
+            .apply_push(
+                target.id,
+                &push(
+                    &["pack-1"],
+                    vec![update("refs/heads/main", None, Some('1'))],
+                    false,
+                ),
+            )
+            .await?;
+        assert_eq!(outcomes, [Ok(())]);
+    }
+
+    metadata.delete_repository(repo.id).await?;
+    assert_eq!(metadata.repository(&repo_name("doomed")).await?, None);
+    assert!(metadata.refs(repo.id).await?.is_empty());
+    assert!(metadata.packs(repo.id).await?.is_empty());
+    assert_eq!(metadata.refs(kept.id).await?.len(), 1);
+    assert_eq!(metadata.packs(kept.id).await?.len(), 1);
+
+    let error = metadata
+        .delete_repository(repo.id)
+        .await
+        .expect_err("already deleted");
+    assert!(
+        matches!(error, MetadataError::RepositoryNotFound),
+        "{error:?}"
+    );
+
+    // Storage keys derive from ids: a new repository never reuses one.
+    let newest = create_repo(&*metadata, "doomed").await?;
+    assert!(newest.id > kept.id, "{newest:?} reuses an id");
+    Ok(())
+}
+
+// SQLite only: a database file reopened.
+#[tokio::test]
+async fn data_survives_reopening_the_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nimbus.db");
+    let metadata = SqliteMetadata::open(&path).await?;
+    let repo = create_repo(&metadata, "durable").await?;
+    metadata
+        .apply_push(
+            repo.id,
+            &push(&[], vec![update("refs/heads/main", None, Some('a'))], false),
+        )
+        .await?;
+    metadata.close().await;
+
+    let reopened = SqliteMetadata::open(&path).await?;
+    assert_eq!(
+        reopened.repository(&repo_name("durable")).await?,
+        Some(repo.clone())
+    );
+    assert_eq!(
+        ref_targets(&reopened, repo.id).await?,
+        [("refs/heads/main".to_string(), oid('a'))]
+    );
+    Ok(())
+}
+
+async fn ref_updates_are_compare_and_swap(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "cas").await?.id;
+    let apply = |update: RefUpdate| {
+        let metadata = metadata.clone();
+        async move {
+            let mut outcomes = metadata
+                .apply_push(repo, &push(&[], vec![update], false))
+                .await?;
+            assert_eq!(outcomes.len(), 1);
+            Ok::<_, MetadataError>(outcomes.remove(0))
+        }
+    };
+    let main = "refs/heads/main";
+
+    // Create: the ref must not exist.
+    assert_eq!(apply(update(main, None, Some('1'))).await?, Ok(()));
+    assert_eq!(
+        apply(update(main, None, Some('2'))).await?,
+        stale(Some('1'))
+    );
+
+    // Update: the ref must have the old value.
+    assert_eq!(
+        apply(update(main, Some('9'), Some('2'))).await?,
+        stale(Some('1'))
+    );
+    assert_eq!(apply(update(main, Some('1'), Some('2'))).await?, Ok(()));
+    assert_eq!(
+        apply(update("refs/heads/missing", Some('1'), Some('2'))).await?,
+        stale(None)
+    );
+
+    // Delete: the ref must have the old value.
+    assert_eq!(
+        apply(update(main, Some('1'), None)).await?,
+        stale(Some('2'))
+    );
+    assert_eq!(
+        ref_targets(&*metadata, repo).await?,
+        [(main.to_string(), oid('2'))]
+    );
+    assert_eq!(apply(update(main, Some('2'), None)).await?, Ok(()));
+    assert!(metadata.refs(repo).await?.is_empty());
+    assert_eq!(apply(update(main, Some('2'), None)).await?, stale(None));
+
+    // Neither old nor new: succeeds only while the ref does not exist.
+    assert_eq!(apply(update(main, None, None)).await?, Ok(()));
+    assert_eq!(apply(update(main, None, Some('3'))).await?, Ok(()));
+    assert_eq!(apply(update(main, None, None)).await?, stale(Some('3')));
+    Ok(())
+}
+
+async fn peeled_values_are_stored_and_cleared(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "tags").await?.id;
+    let tag = RefUpdate {
+        name: ref_name("refs/tags/v1"),
+        old: None,
+        new: Some(oid('a')),
+        new_peeled: Some(oid('b')),
+    };
+    metadata
+        .apply_push(repo, &push(&[], vec![tag], false))
+        .await?;
+    let refs = metadata.refs(repo).await?;
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs[0].target, oid('a'));
+    assert_eq!(refs[0].peeled, Some(oid('b')));
+
+    metadata
+        .apply_push(
+            repo,
+            &push(
+                &[],
+                vec![update("refs/tags/v1", Some('a'), Some('c'))],
+                false,
+            ),
+        )
+        .await?;
+    let refs = metadata.refs(repo).await?;
+    assert_eq!(refs[0].target, oid('c'));
+    assert_eq!(refs[0].peeled, None);
+    Ok(())
+}
+
+async fn refs_are_sorted_bytewise(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "sorted").await?.id;
+    let names = [
+        "refs/tags/v1",
+        "refs/heads/a.x/b",
+        "refs/heads/Z",
+        "refs/heads/a-b",
+        "refs/heads/a",
+        "refs/heads/\u{e9}t\u{e9}",
+        "refs/heads/b",
+    ];
+    let updates = names
+        .iter()
+        .map(|name| update(name, None, Some('1')))
+        .collect();
+    let outcomes = metadata.apply_push(repo, &push(&[], updates, true)).await?;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+
+    let mut expected: Vec<&[u8]> = names.iter().map(|name| name.as_bytes()).collect();
+    expected.sort();
+    let stored = metadata.refs(repo).await?;
+    let stored: Vec<&[u8]> = stored.iter().map(|r| r.name.as_bytes()).collect();
+    assert_eq!(stored, expected);
+    Ok(())
+}
+
+async fn an_atomic_push_applies_all_or_nothing(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "atomic").await?.id;
+    metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-base"],
+                vec![
+                    update("refs/heads/main", None, Some('1')),
+                    update("refs/heads/dev", None, Some('1')),
+                ],
+                true,
+            ),
+        )
+        .await?;
+
+    let outcomes = metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-new"],
+                vec![
+                    update("refs/heads/main", Some('1'), Some('2')),
+                    update("refs/heads/dev", Some('9'), Some('2')),
+                    update("refs/heads/topic", None, Some('2')),
+                ],
+                true,
+            ),
+        )
+        .await?;
+    assert_eq!(
+        outcomes,
+        [
+            Err(RefUpdateRejection::AtomicPushFailed),
+            stale(Some('1')),
+            Err(RefUpdateRejection::AtomicPushFailed),
+        ]
+    );
+    assert_eq!(
+        ref_targets(&*metadata, repo).await?,
+        [
+            ("refs/heads/dev".to_string(), oid('1')),
+            ("refs/heads/main".to_string(), oid('1')),
+        ]
+    );
+    let packs: Vec<String> = metadata
+        .packs(repo)
+        .await?
+        .into_iter()
+        .map(|pack| pack.name)
+        .collect();
+    assert_eq!(
+        packs,
+        ["pack-base"],
+        "the failed push's pack is not recorded"
+    );
+
+    let outcomes = metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-new"],
+                vec![
+                    update("refs/heads/main", Some('1'), Some('2')),
+                    update("refs/heads/dev", Some('1'), None),
+                ],
+                true,
+            ),
+        )
+        .await?;
+    assert_eq!(outcomes, [Ok(()), Ok(())]);
+    assert_eq!(
+        ref_targets(&*metadata, repo).await?,
+        [("refs/heads/main".to_string(), oid('2'))]
+    );
+    assert_eq!(metadata.packs(repo).await?.len(), 2);
+    Ok(())
+}
+
+async fn a_non_atomic_push_applies_what_it_can(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "partial").await?;
+    metadata
+        .apply_push(
+            repo.id,
+            &push(&[], vec![update("refs/heads/main", None, Some('1'))], false),
+        )
+        .await?;
+
+    let outcomes = metadata
+        .apply_push(
+            repo.id,
+            &push(
+                &["pack-partial"],
+                vec![
+                    update("refs/heads/main", Some('7'), Some('2')),
+                    update("refs/heads/feature", None, Some('2')),
+                ],
+                false,
+            ),
+        )
+        .await?;
+    assert_eq!(outcomes, [stale(Some('1')), Ok(())]);
+    assert_eq!(
+        ref_targets(&*metadata, repo.id).await?,
+        [
+            ("refs/heads/feature".to_string(), oid('2')),
+            ("refs/heads/main".to_string(), oid('1')),
+        ]
+    );
+    assert_eq!(metadata.packs(repo.id).await?, [pack("pack-partial")]);
+    let after = metadata.repository(&repo.name).await?.expect("still there");
+    assert!(after.updated_at >= repo.updated_at);
+    Ok(())
+}
+
+async fn a_push_that_applies_nothing_records_no_packs(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "nothing").await?.id;
+    metadata
+        .apply_push(
+            repo,
+            &push(&[], vec![update("refs/heads/main", None, Some('1'))], false),
+        )
+        .await?;
+    let outcomes = metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-orphan"],
+                vec![
+                    update("refs/heads/main", Some('5'), Some('2')),
+                    update("refs/heads/main", None, Some('2')),
+                ],
+                false,
+            ),
+        )
+        .await?;
+    assert_eq!(outcomes, [stale(Some('1')), stale(Some('1'))]);
+    assert!(metadata.packs(repo).await?.is_empty());
+
+    let outcomes = metadata
+        .apply_push(repo, &push(&["pack-no-updates"], vec![], false))
+        .await?;
+    assert!(outcomes.is_empty());
+    assert!(metadata.packs(repo).await?.is_empty());
+    Ok(())
+}
+
+async fn packs_are_recorded_once_and_listed_oldest_first(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "packs").await?.id;
+    let mut older = pack("pack-zzz");
+    older.created_at = 100;
+    let newer = PackRecord {
+        name: "pack-aaa".into(),
+        pack_size: u64::from(u32::MAX) + 10,
+        index_size: 1,
+        object_count: 0,
+        created_at: 200,
+    };
+    metadata
+        .apply_push(
+            repo,
+            &PushRecord {
+                packs: vec![newer.clone(), older.clone()],
+                updates: vec![update("refs/heads/main", None, Some('1'))],
+                atomic: false,
+            },
+        )
+        .await?;
+    // The same pack again (same content, same name) is not a second pack.
+    metadata
+        .apply_push(
+            repo,
+            &PushRecord {
+                packs: vec![older.clone()],
+                updates: vec![update("refs/heads/main", Some('1'), Some('2'))],
+                atomic: false,
+            },
+        )
+        .await?;
+    assert_eq!(metadata.packs(repo).await?, [older, newer]);
+    Ok(())
+}
+
+async fn a_push_to_a_missing_repository_fails(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let error = metadata
+        .apply_push(
+            RepoId(42),
+            &push(
+                &["pack-x"],
+                vec![update("refs/heads/main", None, Some('1'))],
+                false,
+            ),
+        )
+        .await
+        .expect_err("no such repository");
+    assert!(
+        matches!(error, MetadataError::RepositoryNotFound),
+        "{error:?}"
+    );
+    Ok(())
+}
+
+/// Race two pushes updating the same ref from the same old value, `rounds`
+/// times; exactly one must win each round and the other must see the
+/// winner's value.
+async fn race_on_one_ref(
+    first: Arc<dyn MetadataStore>,
+    second: Arc<dyn MetadataStore>,
+    repo: RepoId,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let digits: Vec<char> = "0123456789abcdef".chars().collect();
+    let mut current: Option<ObjectId> = None;
+    for round in 0..rounds {
+        let candidates = [
+            oid(digits[(2 * round) % 16]),
+            oid(digits[(2 * round + 1) % 16]),
+        ];
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let mut tasks = Vec::new();
+        for (metadata, new) in [(&first, candidates[0]), (&second, candidates[1])] {
+            let metadata = Arc::clone(metadata);
+            let barrier = Arc::clone(&barrier);
+            let record = PushRecord {
+                packs: vec![pack(&format!("pack-{round}-{new}"))],
+                updates: vec![RefUpdate {
+                    name: ref_name("refs/heads/main"),
+                    old: current,
+                    new: Some(new),
+                    new_peeled: None,
+                }],
+                atomic: true,
+            };
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                metadata.apply_push(repo, &record).await
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await??);
+        }
+        let winners: Vec<usize> = (0..2).filter(|&i| outcomes[i] == [Ok(())]).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+        let winner = winners[0];
+        let loser = 1 - winner;
+        assert_eq!(
+            outcomes[loser],
+            [Err(RefUpdateRejection::Stale {
+                current: Some(candidates[winner])
+            })],
+            "round {round}"
+        );
+        let refs = first.refs(repo).await?;
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].target, candidates[winner]);
+        // Only the winner's pack was recorded.
+        assert_eq!(first.packs(repo).await?.len(), round + 1);
+        current = Some(candidates[winner]);
+    }
+    Ok(())
+}
+
+async fn concurrent_pushes_to_one_ref_from_one_store_have_one_winner(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "race").await?.id;
+    race_on_one_ref(Arc::clone(&metadata), metadata, repo, 20).await
+}
+
+/// Two stores on one database (two pools) stand for two server processes
+/// sharing it.
+async fn concurrent_pushes_to_one_ref_from_two_stores_have_one_winner(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let first = database.open().await?;
+    let second = database.open().await?;
+    let repo = create_repo(&*first, "race").await?.id;
+    race_on_one_ref(first, second, repo, 20).await
+}
+
+/// Pushes racing to create `refs/heads/<x>` and `refs/heads/<x>/sub` from two
+/// stores: exactly one may win, as git cannot hold both. A per-ref
+/// compare-and-swap does not see this conflict; only serialising the
+/// pushes of a repository does.
+async fn concurrent_pushes_of_conflicting_ref_names_have_one_winner(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let first = database.open().await?;
+    let second = database.open().await?;
+    let repo = create_repo(&*first, "race").await?.id;
+    for round in 0..20 {
+        let names = [
+            format!("refs/heads/r{round}"),
+            format!("refs/heads/r{round}/sub"),
+        ];
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let mut tasks = Vec::new();
+        for (metadata, name) in [(&first, &names[0]), (&second, &names[1])] {
+            let metadata = Arc::clone(metadata);
+            let barrier = Arc::clone(&barrier);
+            let record = push(&[], vec![update(name, None, Some('1'))], false);
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                metadata.apply_push(repo, &record).await
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await??);
+        }
+        let winners: Vec<usize> = (0..2).filter(|&i| outcomes[i] == [Ok(())]).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
+        let winner = winners[0];
+        assert_eq!(
+            outcomes[1 - winner],
+            [Err(RefUpdateRejection::NameConflict {
+                existing: names[winner].as_str().into()
+            })],
+            "round {round}"
+        );
+    }
+    assert_eq!(first.refs(repo).await?.len(), 20);
+    Ok(())
+}
+
+async fn the_owner_is_created_once(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    assert_eq!(metadata.owner().await?, None);
+    let owner = metadata.create_owner("alice").await?;
+    assert_eq!(owner.name, "alice");
+    assert!(owner.is_owner);
+    assert_eq!(metadata.owner().await?, Some(owner.clone()));
+
+    let error = metadata
+        .create_owner("bob")
+        .await
+        .expect_err("there already is an owner");
+    assert!(
+        matches!(&error, MetadataError::UserExists { name } if name == "alice"),
+        "{error:?}"
+    );
+    assert_eq!(metadata.owner().await?, Some(owner));
+    Ok(())
+}
+
+async fn tokens_are_found_by_hash_with_their_user(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let owner = metadata.create_owner("alice").await?;
+    let mut ids = Vec::new();
+    for (hash, access, expires_at) in [
+        (vec![1u8; 32], Access::Read, None),
+        (vec![2u8; 32], Access::Write, Some(2_000_000_000)),
+        (vec![3u8; 32], Access::Admin, None),
+    ] {
+        let id = metadata
+            .add_token(&NewToken {
+                user: owner.id,
+                description: format!("{access:?} token"),
+                hash: hash.clone(),
+                access,
+                expires_at,
+            })
+            .await?;
+        let found = metadata
+            .token_by_hash(&hash)
+            .await?
+            .expect("the token was just added");
+        assert_eq!(found.id, id);
+        assert_eq!(found.user, owner);
+        assert_eq!(found.access, access);
+        assert_eq!(found.expires_at, expires_at);
+        ids.push(id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+
+    assert!(metadata.token_by_hash(&[9u8; 32]).await?.is_none());
+    metadata.touch_token(ids[0], 1_800_000_000).await?;
+    metadata.touch_token(12345, 1_800_000_000).await?;
+
+    // A hash identifies one token.
+    let duplicate = metadata
+        .add_token(&NewToken {
+            user: owner.id,
+            description: "duplicate".into(),
+            hash: vec![1u8; 32],
+            access: Access::Read,
+            expires_at: None,
+        })
+        .await;
+    assert!(
+        matches!(duplicate, Err(MetadataError::Backend(_))),
+        "{duplicate:?}"
+    );
+    Ok(())
+}
+
+// SQLite only: in-memory databases.
+#[tokio::test]
+async fn an_in_memory_store_works_like_a_file() -> anyhow::Result<()> {
+    let metadata = SqliteMetadata::in_memory().await?;
+    let repo = create_repo(&metadata, "ephemeral").await?;
+    let outcomes = metadata
+        .apply_push(
+            repo.id,
+            &push(
+                &["pack-1"],
+                vec![update("refs/heads/main", None, Some('1'))],
+                true,
+            ),
+        )
+        .await?;
+    assert_eq!(outcomes, [Ok(())]);
+    assert_eq!(metadata.packs(repo.id).await?.len(), 1);
+
+    // Each in-memory store is its own database.
+    let other = SqliteMetadata::in_memory().await?;
+    assert!(other.list_repositories().await?.is_empty());
+    Ok(())
+}
+
+/// Regression: a push could create `refs/heads/dir` while
+/// `refs/heads/dir/sub` existed (and the reverse), which git refuses and
+/// which clients cannot store.
+async fn refs_cannot_be_both_a_file_and_a_directory(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "conflicts").await?;
+    let outcomes = metadata
+        .apply_push(
+            repo.id,
+            &push(
+                &[],
+                vec![update("refs/heads/dir/sub", None, Some('a'))],
+                false,
+            ),
+        )
+        .await?;
+    assert_eq!(outcomes, vec![Ok(())]);
+    let outcomes = metadata
+        .apply_push(
+            repo.id,
+            &push(
+                &[],
+                vec![
+                    update("refs/heads/dir", None, Some('b')),
+                    update("refs/heads/dir/sub/deeper", None, Some('b')),
+                    update("refs/heads/dir-ok", None, Some('b')),
+                    update("refs/heads/di", None, Some('b')),
+                ],
+                false,
+            ),
+        )
+        .await?;
+    assert_eq!(
+        outcomes,
+        vec![
+            Err(RefUpdateRejection::NameConflict {
+                existing: "refs/heads/dir/sub".into()
+            }),
+            Err(RefUpdateRejection::NameConflict {
+                existing: "refs/heads/dir/sub".into()
+            }),
+            Ok(()),
+            Ok(()),
+        ]
+    );
+    let names: Vec<String> = metadata
+        .refs(repo.id)
+        .await?
+        .into_iter()
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["refs/heads/di", "refs/heads/dir-ok", "refs/heads/dir/sub"]
+    );
+    Ok(())
+}
+
+metadata_suite! {
+    repositories_are_created_listed_and_found_by_name,
+    repository_names_are_unique_regardless_of_case,
+    repositories_are_updated_and_renamed,
+    deleting_a_repository_removes_its_refs_and_packs,
+    ref_updates_are_compare_and_swap,
+    peeled_values_are_stored_and_cleared,
+    refs_are_sorted_bytewise,
+    an_atomic_push_applies_all_or_nothing,
+    a_non_atomic_push_applies_what_it_can,
+    a_push_that_applies_nothing_records_no_packs,
+    packs_are_recorded_once_and_listed_oldest_first,
+    a_push_to_a_missing_repository_fails,
+    concurrent_pushes_to_one_ref_from_one_store_have_one_winner,
+    concurrent_pushes_to_one_ref_from_two_stores_have_one_winner,
+    concurrent_pushes_of_conflicting_ref_names_have_one_winner,
+    the_owner_is_created_once,
+    tokens_are_found_by_hash_with_their_user,
+    refs_cannot_be_both_a_file_and_a_directory,
+}
