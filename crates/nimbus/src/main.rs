@@ -44,6 +44,11 @@ struct StorageArgs {
         global = true
     )]
     database_url: Option<String>,
+    /// Where packs are stored: a directory (`/path` or `file:///path`) that
+    /// several server processes may share. Default: `objects` in the data
+    /// directory.
+    #[arg(long, env = "NIMBUS_OBJECT_STORE", global = true)]
+    object_store: Option<String>,
     /// Log filter, e.g. `info` or `nimbus_git=debug` (RUST_LOG syntax).
     #[arg(long, env = "NIMBUS_LOG", default_value = "info", global = true)]
     log: String,
@@ -124,7 +129,14 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
             "NIMBUS_DATABASE_URL must be a postgres:// URL; leave it unset to use SQLite in the data directory"
         ),
     };
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(data.join("objects")));
+    let objects_dir = match storage.object_store.as_deref() {
+        None | Some("") => data.join("objects"),
+        Some(url) if url.starts_with("s3://") => anyhow::bail!(
+            "NIMBUS_OBJECT_STORE: s3:// object stores are not available in this build yet; use a directory"
+        ),
+        Some(url) => PathBuf::from(url.strip_prefix("file://").unwrap_or(url)),
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(objects_dir));
     let cache = PackCache::new(data.join("cache"), store.clone());
     let max_pack_bytes = serve
         .map(|s| s.max_pack_mib)

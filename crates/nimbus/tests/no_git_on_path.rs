@@ -23,6 +23,7 @@ fn server_without_git() -> &'static NimbusServer {
         );
         NimbusServer::start_with(ServerOptions {
             path: ServerPath::EmptyDirectory,
+            ..ServerOptions::default()
         })
     })
 }

@@ -98,6 +98,8 @@ pub enum ServerPath {
 #[derive(Debug, Default, Clone)]
 pub struct ServerOptions {
     pub path: ServerPath,
+    /// Extra environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `nimbus serve` with its own data directory, stopped when dropped.
@@ -162,6 +164,9 @@ impl NimbusServer {
             .stderr(Stdio::from(stderr_log));
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
+        }
+        for (name, value) in &options.env {
+            command.env(name, value);
         }
         match &options.path {
             ServerPath::Inherit => {}
