@@ -8,6 +8,7 @@
 mod local;
 mod pack_cache;
 mod postgres;
+mod shared;
 mod sql;
 mod sqlite;
 

@@ -1,0 +1,415 @@
+//! The `MetadataStore` implementation shared by SQLite and PostgreSQL. The
+//! SQL is the same (`sql.rs`); what differs is expressed by items each
+//! backend module defines before invoking [`metadata_store!`]:
+//! `BEGIN_WRITE` (how a write transaction starts), `REPOSITORY_FOR_PUSH`
+//! (the repository lookup a push starts with, locking where the database
+//! needs it), `lock_users` (serialising owner creation) and `query_failed`.
+
+/// Expands to the ref helpers and `impl MetadataStore for $store`.
+macro_rules! metadata_store {
+    ($store:ident, $connection:ty, $error:ident) => {
+        /// The current target of a ref, read inside `connection`'s transaction.
+        async fn current_target(
+            connection: &mut $connection,
+            repo: RepoId,
+            name: &RefName,
+        ) -> Result<Option<ObjectId>, $error> {
+            let target: Option<String> = sqlx::query_scalar(sql::SELECT_REF_TARGET)
+                .bind(repo.0)
+                .bind(name.as_bytes())
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(query_failed("reading a ref"))?;
+            Ok(target
+                .map(|hex| sql::object_id_from_hex("refs.target", &hex))
+                .transpose()?)
+        }
+
+        /// A ref that would conflict with creating `name`: one of its parent
+        /// "directories" as a ref (`refs/heads/a` for `refs/heads/a/b`), or a ref
+        /// below it (`refs/heads/a/b` for `refs/heads/a`).
+        async fn name_conflict(
+            connection: &mut $connection,
+            repo: RepoId,
+            name: &[u8],
+        ) -> Result<Option<Vec<u8>>, $error> {
+            let queries = sql::name_conflict_queries(name);
+            for parent in queries.parents {
+                let found: Option<Vec<u8>> = sqlx::query_scalar(sql::SELECT_REF_NAME)
+                    .bind(repo.0)
+                    .bind(parent)
+                    .fetch_optional(&mut *connection)
+                    .await
+                    .map_err(query_failed("checking ref name conflicts"))?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            let below: Option<Vec<u8>> = sqlx::query_scalar(sql::SELECT_REF_NAME_IN_RANGE)
+                .bind(repo.0)
+                .bind(queries.below_low)
+                .bind(queries.below_high)
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(query_failed("checking ref name conflicts"))?;
+            Ok(below)
+        }
+
+        /// Apply one compare-and-swap ref update inside `connection`'s transaction.
+        async fn apply_ref_update(
+            connection: &mut $connection,
+            repo: RepoId,
+            update: &RefUpdate,
+        ) -> Result<Result<(), RefUpdateRejection>, $error> {
+            let name = update.name.as_bytes();
+            let peeled = update.new_peeled.as_ref().map(sql::hex_of);
+            if update.old.is_none()
+                && update.new.is_some()
+                && let Some(existing) = name_conflict(connection, repo, name).await?
+            {
+                return Ok(Err(RefUpdateRejection::NameConflict {
+                    existing: existing.into(),
+                }));
+            }
+            let rows_affected = match (&update.old, &update.new) {
+                (None, Some(new)) => sqlx::query(sql::CREATE_REF)
+                    .bind(repo.0)
+                    .bind(name)
+                    .bind(sql::hex_of(new))
+                    .bind(peeled)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(query_failed("creating a ref"))?
+                    .rows_affected(),
+                (Some(old), Some(new)) => sqlx::query(sql::UPDATE_REF)
+                    .bind(repo.0)
+                    .bind(name)
+                    .bind(sql::hex_of(new))
+                    .bind(peeled)
+                    .bind(sql::hex_of(old))
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(query_failed("updating a ref"))?
+                    .rows_affected(),
+                (Some(old), None) => sqlx::query(sql::DELETE_REF)
+                    .bind(repo.0)
+                    .bind(name)
+                    .bind(sql::hex_of(old))
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(query_failed("deleting a ref"))?
+                    .rows_affected(),
+                // "Must not exist, and leave it so": nothing to write, only a check.
+                (None, None) => {
+                    return Ok(
+                        match current_target(connection, repo, &update.name).await? {
+                            None => Ok(()),
+                            current @ Some(_) => Err(RefUpdateRejection::Stale { current }),
+                        },
+                    );
+                }
+            };
+            if rows_affected == 1 {
+                Ok(Ok(()))
+            } else {
+                let current = current_target(connection, repo, &update.name).await?;
+                Ok(Err(RefUpdateRejection::Stale { current }))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl MetadataStore for $store {
+            async fn create_repository(
+                &self,
+                new: &NewRepository,
+            ) -> Result<Repository, MetadataError> {
+                let row: sql::RepositoryRow = sqlx::query_as(sql::INSERT_REPOSITORY)
+                    .bind(new.name.as_str())
+                    .bind(new.private)
+                    .bind(&new.default_branch)
+                    .bind(sql::unix_now())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|error| {
+                        if sql::is_unique_violation(&error) {
+                            MetadataError::RepositoryExists {
+                                name: new.name.to_string(),
+                            }
+                        } else {
+                            query_failed("creating a repository")(error).into()
+                        }
+                    })?;
+                Ok(sql::repository_from_row(row).map_err($error::from)?)
+            }
+
+            /// Names are compared without regard to case, as they are unique that way.
+            async fn repository(
+                &self,
+                name: &RepoName,
+            ) -> Result<Option<Repository>, MetadataError> {
+                let row: Option<sql::RepositoryRow> =
+                    sqlx::query_as(sql::SELECT_REPOSITORY_BY_NAME)
+                        .bind(name.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(query_failed("looking up a repository"))?;
+                Ok(row
+                    .map(sql::repository_from_row)
+                    .transpose()
+                    .map_err($error::from)?)
+            }
+
+            async fn list_repositories(&self) -> Result<Vec<Repository>, MetadataError> {
+                let rows: Vec<sql::RepositoryRow> = sqlx::query_as(sql::LIST_REPOSITORIES)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("listing repositories"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(sql::repository_from_row)
+                    .collect::<Result<_, _>>()
+                    .map_err($error::from)?)
+            }
+
+            async fn update_repository(
+                &self,
+                id: RepoId,
+                update: &RepoUpdate,
+            ) -> Result<Repository, MetadataError> {
+                let row: Option<sql::RepositoryRow> = if update.name.is_none()
+                    && update.private.is_none()
+                    && update.default_branch.is_none()
+                {
+                    sqlx::query_as(sql::SELECT_REPOSITORY_BY_ID)
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(query_failed("reading a repository"))?
+                } else {
+                    sqlx::query_as(sql::UPDATE_REPOSITORY)
+                        .bind(id.0)
+                        .bind(update.name.as_ref().map(RepoName::as_str))
+                        .bind(update.private)
+                        .bind(update.default_branch.as_deref())
+                        .bind(sql::unix_now())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|error| -> MetadataError {
+                            match &update.name {
+                                Some(name) if sql::is_unique_violation(&error) => {
+                                    MetadataError::RepositoryExists {
+                                        name: name.to_string(),
+                                    }
+                                }
+                                _ => query_failed("updating a repository")(error).into(),
+                            }
+                        })?
+                };
+                let row = row.ok_or(MetadataError::RepositoryNotFound)?;
+                Ok(sql::repository_from_row(row).map_err($error::from)?)
+            }
+
+            async fn delete_repository(&self, id: RepoId) -> Result<(), MetadataError> {
+                let deleted = sqlx::query(sql::DELETE_REPOSITORY)
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_failed("deleting a repository"))?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Err(MetadataError::RepositoryNotFound);
+                }
+                Ok(())
+            }
+
+            async fn refs(&self, repo: RepoId) -> Result<Vec<Ref>, MetadataError> {
+                let rows: Vec<sql::RefRow> = sqlx::query_as(sql::LIST_REFS)
+                    .bind(repo.0)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("listing refs"))?;
+                Ok(sql::refs_from_rows(rows).map_err($error::from)?)
+            }
+
+            async fn packs(&self, repo: RepoId) -> Result<Vec<PackRecord>, MetadataError> {
+                let rows: Vec<sql::PackRow> = sqlx::query_as(sql::LIST_PACKS)
+                    .bind(repo.0)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("listing packs"))?;
+                Ok(sql::packs_from_rows(rows).map_err($error::from)?)
+            }
+
+            async fn apply_push(
+                &self,
+                repo: RepoId,
+                push: &PushRecord,
+            ) -> Result<Vec<Result<(), RefUpdateRejection>>, MetadataError> {
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_WRITE)
+                    .await
+                    .map_err(query_failed("starting a push"))?;
+
+                let exists: Option<i64> = sqlx::query_scalar(REPOSITORY_FOR_PUSH)
+                    .bind(repo.0)
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(query_failed("checking the repository of a push"))?;
+                if exists.is_none() {
+                    return Err(MetadataError::RepositoryNotFound);
+                }
+
+                for pack in &push.packs {
+                    sqlx::query(sql::INSERT_PACK)
+                        .bind(repo.0)
+                        .bind(&pack.name)
+                        .bind(sql::to_i64("packs.pack_size", pack.pack_size).map_err($error::from)?)
+                        .bind(
+                            sql::to_i64("packs.index_size", pack.index_size)
+                                .map_err($error::from)?,
+                        )
+                        .bind(
+                            sql::to_i64("packs.object_count", pack.object_count)
+                                .map_err($error::from)?,
+                        )
+                        .bind(pack.created_at)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(query_failed("recording a pack"))?;
+                }
+
+                let mut outcomes = Vec::with_capacity(push.updates.len());
+                for update in &push.updates {
+                    outcomes.push(apply_ref_update(&mut transaction, repo, update).await?);
+                }
+                let applied = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+
+                if push.atomic && applied < outcomes.len() {
+                    transaction
+                        .rollback()
+                        .await
+                        .map_err(query_failed("rolling back a failed atomic push"))?;
+                    let outcomes = outcomes
+                        .into_iter()
+                        .map(|outcome| outcome.and(Err(RefUpdateRejection::AtomicPushFailed)))
+                        .collect();
+                    return Ok(outcomes);
+                }
+                if applied == 0 {
+                    // Nothing changed, so the packs are not part of the repository.
+                    transaction
+                        .rollback()
+                        .await
+                        .map_err(query_failed("rolling back a push that changed nothing"))?;
+                    return Ok(outcomes);
+                }
+
+                sqlx::query(sql::TOUCH_REPOSITORY)
+                    .bind(repo.0)
+                    .bind(sql::unix_now())
+                    .execute(&mut *transaction)
+                    .await
+                    .map_err(query_failed("touching the repository of a push"))?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("committing a push"))?;
+                tracing::debug!(
+                    repo = repo.0,
+                    applied,
+                    rejected = outcomes.len() - applied,
+                    packs = push.packs.len(),
+                    "push recorded"
+                );
+                Ok(outcomes)
+            }
+
+            async fn owner(&self) -> Result<Option<User>, MetadataError> {
+                let row: Option<(i64, String)> = sqlx::query_as(sql::SELECT_OWNER)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_failed("looking up the owner"))?;
+                Ok(row.map(sql::owner_from_row))
+            }
+
+            /// Fails with [`MetadataError::UserExists`] naming the existing owner if
+            /// there is one, or `name` if a user of that name exists.
+            async fn create_owner(&self, name: &str) -> Result<User, MetadataError> {
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_WRITE)
+                    .await
+                    .map_err(query_failed("starting to create the owner"))?;
+                lock_users(&mut transaction).await?;
+                let existing: Option<String> = sqlx::query_scalar(sql::SELECT_OWNER_NAME)
+                    .fetch_optional(&mut *transaction)
+                    .await
+                    .map_err(query_failed("looking up the owner"))?;
+                if let Some(existing) = existing {
+                    return Err(MetadataError::UserExists { name: existing });
+                }
+                let id: i64 = sqlx::query_scalar(sql::INSERT_OWNER)
+                    .bind(name)
+                    .bind(sql::unix_now())
+                    .fetch_one(&mut *transaction)
+                    .await
+                    .map_err(|error| -> MetadataError {
+                        if sql::is_unique_violation(&error) {
+                            MetadataError::UserExists {
+                                name: name.to_owned(),
+                            }
+                        } else {
+                            query_failed("creating the owner")(error).into()
+                        }
+                    })?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("committing the owner"))?;
+                Ok(sql::owner_from_row((id, name.to_owned())))
+            }
+
+            async fn add_token(&self, token: &NewToken) -> Result<i64, MetadataError> {
+                let id: i64 = sqlx::query_scalar(sql::INSERT_TOKEN)
+                    .bind(token.user.0)
+                    .bind(&token.description)
+                    .bind(&token.hash)
+                    .bind(sql::access_as_str(token.access))
+                    .bind(sql::unix_now())
+                    .bind(token.expires_at)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(query_failed("adding a token"))?;
+                Ok(id)
+            }
+
+            async fn token_by_hash(
+                &self,
+                hash: &[u8],
+            ) -> Result<Option<TokenRecord>, MetadataError> {
+                let row: Option<sql::TokenRow> = sqlx::query_as(sql::SELECT_TOKEN_BY_HASH)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_failed("looking up a token"))?;
+                Ok(row
+                    .map(sql::token_from_row)
+                    .transpose()
+                    .map_err($error::from)?)
+            }
+
+            async fn touch_token(&self, id: i64, now: i64) -> Result<(), MetadataError> {
+                sqlx::query(sql::TOUCH_TOKEN)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_failed("recording a token's use"))?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use metadata_store;
