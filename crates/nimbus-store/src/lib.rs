@@ -15,4 +15,5 @@ mod sqlite;
 pub use local::LocalObjectStore;
 pub use pack_cache::{PackCache, PackCacheError};
 pub use postgres::{PgError, PgMetadata};
+pub use sql::StoredValueError;
 pub use sqlite::{SqliteError, SqliteMetadata};

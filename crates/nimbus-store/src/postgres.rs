@@ -11,7 +11,7 @@
 //! previous holder committed, so of two pushes from the same old value
 //! exactly one wins and the other sees the winner's value as `Stale`.
 
-use crate::sql::{self, ValueError};
+use crate::sql::{self, StoredValueError};
 use nimbus_types::metadata::{
     MetadataError, MetadataStore, NewToken, PackRecord, PushRecord, RefUpdateRejection,
     TokenRecord, User,
@@ -57,10 +57,8 @@ pub enum PgError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("the stored {column} {value:?} is not valid")]
-    InvalidStoredValue { column: &'static str, value: String },
-    #[error("{column} {value} does not fit in a signed 64-bit integer")]
-    ValueTooLarge { column: &'static str, value: u64 },
+    #[error(transparent)]
+    StoredValue(#[from] StoredValueError),
 }
 
 impl From<PgError> for MetadataError {
@@ -71,15 +69,6 @@ impl From<PgError> for MetadataError {
 
 fn query_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> PgError {
     move |source| PgError::Query { operation, source }
-}
-
-impl From<ValueError> for PgError {
-    fn from(error: ValueError) -> Self {
-        match error {
-            ValueError::Invalid { column, value } => PgError::InvalidStoredValue { column, value },
-            ValueError::TooLarge { column, value } => PgError::ValueTooLarge { column, value },
-        }
-    }
 }
 
 /// A [`MetadataStore`] on a PostgreSQL database.

@@ -80,11 +80,13 @@ pub(crate) const SELECT_TOKEN_BY_HASH: &str = "SELECT tokens.id, tokens.access, 
 
 pub(crate) const TOUCH_TOKEN: &str = "UPDATE tokens SET last_used_at = $2 WHERE id = $1";
 
-/// A stored value that does not convert; each backend turns it into its own
-/// error type.
-#[derive(Debug)]
-pub(crate) enum ValueError {
+/// A value read back from the database that does not fit its Rust type:
+/// corruption or a schema mismatch, never a client's mistake.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredValueError {
+    #[error("the stored {column} {value:?} is not valid")]
     Invalid { column: &'static str, value: String },
+    #[error("{column} {value} does not fit in a signed 64-bit integer")]
     TooLarge { column: &'static str, value: u64 },
 }
 
@@ -107,8 +109,8 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 pub(crate) fn repository_from_row(
     (id, name, private, default_branch, created_at, updated_at): RepositoryRow,
-) -> Result<Repository, ValueError> {
-    let name = RepoName::new(&name).map_err(|_| ValueError::Invalid {
+) -> Result<Repository, StoredValueError> {
+    let name = RepoName::new(&name).map_err(|_| StoredValueError::Invalid {
         column: "repositories.name",
         value: name.clone(),
     })?;
@@ -122,8 +124,11 @@ pub(crate) fn repository_from_row(
     })
 }
 
-pub(crate) fn object_id_from_hex(column: &'static str, hex: &str) -> Result<ObjectId, ValueError> {
-    ObjectId::from_hex(hex.as_bytes()).map_err(|_| ValueError::Invalid {
+pub(crate) fn object_id_from_hex(
+    column: &'static str,
+    hex: &str,
+) -> Result<ObjectId, StoredValueError> {
+    ObjectId::from_hex(hex.as_bytes()).map_err(|_| StoredValueError::Invalid {
         column,
         value: hex.to_owned(),
     })
@@ -133,12 +138,12 @@ pub(crate) fn hex_of(id: &ObjectId) -> String {
     id.to_hex().to_string()
 }
 
-pub(crate) fn to_i64(column: &'static str, value: u64) -> Result<i64, ValueError> {
-    i64::try_from(value).map_err(|_| ValueError::TooLarge { column, value })
+pub(crate) fn to_i64(column: &'static str, value: u64) -> Result<i64, StoredValueError> {
+    i64::try_from(value).map_err(|_| StoredValueError::TooLarge { column, value })
 }
 
-fn to_u64(column: &'static str, value: i64) -> Result<u64, ValueError> {
-    u64::try_from(value).map_err(|_| ValueError::Invalid {
+fn to_u64(column: &'static str, value: i64) -> Result<u64, StoredValueError> {
+    u64::try_from(value).map_err(|_| StoredValueError::Invalid {
         column,
         value: value.to_string(),
     })
@@ -152,12 +157,12 @@ pub(crate) fn access_as_str(access: Access) -> &'static str {
     }
 }
 
-fn access_from_str(access: &str) -> Result<Access, ValueError> {
+fn access_from_str(access: &str) -> Result<Access, StoredValueError> {
     match access {
         "read" => Ok(Access::Read),
         "write" => Ok(Access::Write),
         "admin" => Ok(Access::Admin),
-        other => Err(ValueError::Invalid {
+        other => Err(StoredValueError::Invalid {
             column: "tokens.access",
             value: other.to_owned(),
         }),
@@ -166,11 +171,11 @@ fn access_from_str(access: &str) -> Result<Access, ValueError> {
 
 /// The refs of a repository from their rows, sorted bytewise whatever the
 /// database's collation (BLOB and BYTEA already sort that way).
-pub(crate) fn refs_from_rows(rows: Vec<RefRow>) -> Result<Vec<Ref>, ValueError> {
+pub(crate) fn refs_from_rows(rows: Vec<RefRow>) -> Result<Vec<Ref>, StoredValueError> {
     let mut refs = rows
         .into_iter()
         .map(|(name, target, peeled)| {
-            let name = RefName::new(&name).map_err(|_| ValueError::Invalid {
+            let name = RefName::new(&name).map_err(|_| StoredValueError::Invalid {
                 column: "refs.name",
                 value: String::from_utf8_lossy(&name).into_owned(),
             })?;
@@ -182,12 +187,12 @@ pub(crate) fn refs_from_rows(rows: Vec<RefRow>) -> Result<Vec<Ref>, ValueError> 
                     .transpose()?,
             })
         })
-        .collect::<Result<Vec<_>, ValueError>>()?;
+        .collect::<Result<Vec<_>, StoredValueError>>()?;
     refs.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(refs)
 }
 
-pub(crate) fn packs_from_rows(rows: Vec<PackRow>) -> Result<Vec<PackRecord>, ValueError> {
+pub(crate) fn packs_from_rows(rows: Vec<PackRow>) -> Result<Vec<PackRecord>, StoredValueError> {
     rows.into_iter()
         .map(|(name, pack_size, index_size, object_count, created_at)| {
             Ok(PackRecord {
@@ -203,7 +208,7 @@ pub(crate) fn packs_from_rows(rows: Vec<PackRow>) -> Result<Vec<PackRecord>, Val
 
 pub(crate) fn token_from_row(
     (id, access, expires_at, user_id, user_name, is_owner): TokenRow,
-) -> Result<nimbus_types::metadata::TokenRecord, ValueError> {
+) -> Result<nimbus_types::metadata::TokenRecord, StoredValueError> {
     Ok(nimbus_types::metadata::TokenRecord {
         id,
         user: User {

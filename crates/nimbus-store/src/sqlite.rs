@@ -10,7 +10,7 @@
 //!
 //! The SQL text lives in [`crate::sql`], shared with the PostgreSQL backend.
 
-use crate::sql::{self, ValueError};
+use crate::sql::{self, StoredValueError};
 use nimbus_types::metadata::{
     MetadataError, MetadataStore, NewToken, PackRecord, PushRecord, RefUpdateRejection,
     TokenRecord, User,
@@ -62,10 +62,8 @@ pub enum SqliteError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("the stored {column} {value:?} is not valid")]
-    InvalidStoredValue { column: &'static str, value: String },
-    #[error("{column} {value} does not fit in a signed 64-bit integer")]
-    ValueTooLarge { column: &'static str, value: u64 },
+    #[error(transparent)]
+    StoredValue(#[from] StoredValueError),
 }
 
 impl From<SqliteError> for MetadataError {
@@ -76,17 +74,6 @@ impl From<SqliteError> for MetadataError {
 
 fn query_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> SqliteError {
     move |source| SqliteError::Query { operation, source }
-}
-
-impl From<ValueError> for SqliteError {
-    fn from(error: ValueError) -> Self {
-        match error {
-            ValueError::Invalid { column, value } => {
-                SqliteError::InvalidStoredValue { column, value }
-            }
-            ValueError::TooLarge { column, value } => SqliteError::ValueTooLarge { column, value },
-        }
-    }
 }
 
 /// A [`MetadataStore`] on a SQLite database.
