@@ -13,7 +13,8 @@
 
 use crate::sql::{self, StoredValueError};
 use nimbus_types::metadata::{
-    MetadataError, MetadataStore, NewToken, PackRecord, PushRecord, RefUpdateRejection,
+    MetadataError, MetadataStore, NewToken, PackRecord, PackReplacement, PushRecord,
+    RefUpdateRejection, ReplacementConflict, RepoState, RetiredPack,
     TokenRecord, User,
 };
 use nimbus_types::{
@@ -101,6 +102,8 @@ impl PgMetadata {
 }
 
 /// A plain transaction: pushes serialise on `REPOSITORY_FOR_PUSH`'s row lock.
+/// One snapshot for every statement of the read.
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 const BEGIN_WRITE: &str = "BEGIN";
 const REPOSITORY_FOR_PUSH: &str = LOCK_REPOSITORY;
 

@@ -117,6 +117,35 @@ macro_rules! metadata_store {
             }
         }
 
+        /// Lock the repository for a write (where the backend needs it) and
+        /// read its `(pack_generation, ref_version)`.
+        async fn lock_repository(
+            connection: &mut $connection,
+            repo: RepoId,
+        ) -> Result<(i64, i64), MetadataError> {
+            let exists: Option<i64> = sqlx::query_scalar(REPOSITORY_FOR_PUSH)
+                .bind(repo.0)
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(query_failed("locking the repository"))?;
+            if exists.is_none() {
+                return Err(MetadataError::RepositoryNotFound);
+            }
+            Ok(repository_counters(connection, repo).await?)
+        }
+
+        async fn repository_counters(
+            connection: &mut $connection,
+            repo: RepoId,
+        ) -> Result<(i64, i64), MetadataError> {
+            let counters: Option<(i64, i64)> = sqlx::query_as(sql::SELECT_REPOSITORY_COUNTERS)
+                .bind(repo.0)
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(query_failed("reading the repository's counters"))?;
+            counters.ok_or(MetadataError::RepositoryNotFound)
+        }
+
         #[async_trait::async_trait]
         impl MetadataStore for $store {
             async fn create_repository(
@@ -240,6 +269,142 @@ macro_rules! metadata_store {
                 Ok(sql::packs_from_rows(rows).map_err($error::from)?)
             }
 
+            async fn repo_state(&self, repo: RepoId) -> Result<RepoState, MetadataError> {
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_READ)
+                    .await
+                    .map_err(query_failed("starting a read"))?;
+                let (pack_generation, ref_version) =
+                    repository_counters(&mut transaction, repo).await?;
+                let refs: Vec<sql::RefRow> = sqlx::query_as(sql::LIST_REFS)
+                    .bind(repo.0)
+                    .fetch_all(&mut *transaction)
+                    .await
+                    .map_err(query_failed("listing refs"))?;
+                let packs: Vec<sql::PackRow> = sqlx::query_as(sql::LIST_PACKS)
+                    .bind(repo.0)
+                    .fetch_all(&mut *transaction)
+                    .await
+                    .map_err(query_failed("listing packs"))?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("ending a read"))?;
+                Ok(RepoState {
+                    refs: sql::refs_from_rows(refs).map_err($error::from)?,
+                    packs: sql::packs_from_rows(packs).map_err($error::from)?,
+                    pack_generation,
+                    ref_version,
+                })
+            }
+
+            async fn replace_packs(
+                &self,
+                repo: RepoId,
+                replacement: &PackReplacement,
+                now: i64,
+            ) -> Result<Result<(), ReplacementConflict>, MetadataError> {
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_WRITE)
+                    .await
+                    .map_err(query_failed("starting a pack replacement"))?;
+                let (_, ref_version) = lock_repository(&mut transaction, repo).await?;
+                let conflict = 'check: {
+                    if let Some(expected) = replacement.prune_at_ref_version
+                        && expected != ref_version
+                    {
+                        break 'check Some(ReplacementConflict::RefsMoved);
+                    }
+                    for name in &replacement.remove {
+                        let removed = sqlx::query(sql::DELETE_PACK)
+                            .bind(repo.0)
+                            .bind(name)
+                            .execute(&mut *transaction)
+                            .await
+                            .map_err(query_failed("removing a pack"))?
+                            .rows_affected();
+                        if removed == 0 {
+                            break 'check Some(ReplacementConflict::PackGone {
+                                name: name.clone(),
+                            });
+                        }
+                        sqlx::query(sql::INSERT_RETIRED_PACK)
+                            .bind(repo.0)
+                            .bind(name)
+                            .bind(now)
+                            .execute(&mut *transaction)
+                            .await
+                            .map_err(query_failed("retiring a pack"))?;
+                    }
+                    None
+                };
+                if let Some(conflict) = conflict {
+                    transaction
+                        .rollback()
+                        .await
+                        .map_err(query_failed("rolling back a pack replacement"))?;
+                    return Ok(Err(conflict));
+                }
+                if let Some(pack) = &replacement.add {
+                    sqlx::query(sql::INSERT_PACK)
+                        .bind(repo.0)
+                        .bind(&pack.name)
+                        .bind(sql::to_i64("packs.pack_size", pack.pack_size).map_err($error::from)?)
+                        .bind(
+                            sql::to_i64("packs.index_size", pack.index_size)
+                                .map_err($error::from)?,
+                        )
+                        .bind(
+                            sql::to_i64("packs.object_count", pack.object_count)
+                                .map_err($error::from)?,
+                        )
+                        .bind(pack.created_at)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(query_failed("recording a pack"))?;
+                }
+                if replacement.prune_at_ref_version.is_some() {
+                    sqlx::query(sql::BUMP_PACK_GENERATION)
+                        .bind(repo.0)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(query_failed("moving the pack generation on"))?;
+                }
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("committing a pack replacement"))?;
+                Ok(Ok(()))
+            }
+
+            async fn retired_packs(&self, repo: RepoId) -> Result<Vec<RetiredPack>, MetadataError> {
+                let rows: Vec<(String, i64)> = sqlx::query_as(sql::LIST_RETIRED_PACKS)
+                    .bind(repo.0)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("listing retired packs"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, retired_at)| RetiredPack { name, retired_at })
+                    .collect())
+            }
+
+            async fn forget_retired_pack(
+                &self,
+                repo: RepoId,
+                name: &str,
+            ) -> Result<(), MetadataError> {
+                sqlx::query(sql::DELETE_RETIRED_PACK)
+                    .bind(repo.0)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_failed("forgetting a retired pack"))?;
+                Ok(())
+            }
+
             async fn apply_push(
                 &self,
                 repo: RepoId,
@@ -251,13 +416,9 @@ macro_rules! metadata_store {
                     .await
                     .map_err(query_failed("starting a push"))?;
 
-                let exists: Option<i64> = sqlx::query_scalar(REPOSITORY_FOR_PUSH)
-                    .bind(repo.0)
-                    .fetch_optional(&mut *transaction)
-                    .await
-                    .map_err(query_failed("checking the repository of a push"))?;
-                if exists.is_none() {
-                    return Err(MetadataError::RepositoryNotFound);
+                let (pack_generation, _) = lock_repository(&mut transaction, repo).await?;
+                if pack_generation != push.pack_generation {
+                    return Err(MetadataError::PacksReplaced);
                 }
 
                 for pack in &push.packs {

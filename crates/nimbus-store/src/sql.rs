@@ -31,7 +31,27 @@ pub(crate) const UPDATE_REPOSITORY: &str = "UPDATE repositories SET \
 
 pub(crate) const DELETE_REPOSITORY: &str = "DELETE FROM repositories WHERE id = $1";
 
-pub(crate) const TOUCH_REPOSITORY: &str = "UPDATE repositories SET updated_at = $2 WHERE id = $1";
+/// After a push moved refs.
+pub(crate) const TOUCH_REPOSITORY: &str =
+    "UPDATE repositories SET updated_at = $2, ref_version = ref_version + 1 WHERE id = $1";
+
+pub(crate) const SELECT_REPOSITORY_COUNTERS: &str =
+    "SELECT pack_generation, ref_version FROM repositories WHERE id = $1";
+
+pub(crate) const BUMP_PACK_GENERATION: &str =
+    "UPDATE repositories SET pack_generation = pack_generation + 1 WHERE id = $1";
+
+pub(crate) const DELETE_PACK: &str = "DELETE FROM packs WHERE repo_id = $1 AND name = $2";
+
+pub(crate) const INSERT_RETIRED_PACK: &str =
+    "INSERT INTO retired_packs (repo_id, name, retired_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (repo_id, name) DO NOTHING";
+
+pub(crate) const LIST_RETIRED_PACKS: &str =
+    "SELECT name, retired_at FROM retired_packs WHERE repo_id = $1 ORDER BY retired_at, name";
+
+pub(crate) const DELETE_RETIRED_PACK: &str =
+    "DELETE FROM retired_packs WHERE repo_id = $1 AND name = $2";
 
 pub(crate) const LIST_REFS: &str =
     "SELECT name, target, peeled FROM refs WHERE repo_id = $1 ORDER BY name";

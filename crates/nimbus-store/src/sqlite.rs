@@ -12,7 +12,8 @@
 
 use crate::sql::{self, StoredValueError};
 use nimbus_types::metadata::{
-    MetadataError, MetadataStore, NewToken, PackRecord, PushRecord, RefUpdateRejection,
+    MetadataError, MetadataStore, NewToken, PackRecord, PackReplacement, PushRecord,
+    RefUpdateRejection, ReplacementConflict, RepoState, RetiredPack,
     TokenRecord, User,
 };
 use nimbus_types::{
@@ -153,6 +154,8 @@ impl SqliteMetadata {
 
 /// SQLite takes the write lock up front, so concurrent writers queue on
 /// `busy_timeout` instead of failing when a read lock cannot be upgraded.
+/// In WAL mode a deferred transaction reads one snapshot from its first read.
+const BEGIN_READ: &str = "BEGIN";
 const BEGIN_WRITE: &str = BEGIN_IMMEDIATE;
 /// `BEGIN IMMEDIATE` already serialises writers.
 const REPOSITORY_FOR_PUSH: &str = SELECT_REPOSITORY_ID;

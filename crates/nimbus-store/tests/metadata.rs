@@ -5,7 +5,8 @@
 
 use nimbus_store::{PgMetadata, SqliteMetadata};
 use nimbus_types::metadata::{
-    MetadataError, MetadataStore, NewToken, PackRecord, PushRecord, RefUpdateRejection,
+    MetadataError, MetadataStore, NewToken, PackRecord, PackReplacement, PushRecord,
+    RefUpdateRejection, ReplacementConflict, RetiredPack,
 };
 use nimbus_types::{
     Access, NewRepository, ObjectId, RefName, RefUpdate, RepoId, RepoName, RepoUpdate, Repository,
@@ -224,6 +225,7 @@ fn push(packs: &[&str], updates: Vec<RefUpdate>, atomic: bool) -> PushRecord {
         packs: packs.iter().map(|name| pack(name)).collect(),
         updates,
         atomic,
+        pack_generation: 0,
     }
 }
 
@@ -772,6 +774,7 @@ async fn packs_are_recorded_once_and_listed_oldest_first(backend: Backend) -> an
                 packs: vec![newer.clone(), older.clone()],
                 updates: vec![update("refs/heads/main", None, Some('1'))],
                 atomic: false,
+                pack_generation: 0,
             },
         )
         .await?;
@@ -783,6 +786,7 @@ async fn packs_are_recorded_once_and_listed_oldest_first(backend: Backend) -> an
                 packs: vec![older.clone()],
                 updates: vec![update("refs/heads/main", Some('1'), Some('2'))],
                 atomic: false,
+                pack_generation: 0,
             },
         )
         .await?;
@@ -841,6 +845,7 @@ async fn race_on_one_ref(
                     new_peeled: None,
                 }],
                 atomic: true,
+                pack_generation: 0,
             };
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
@@ -1096,7 +1101,229 @@ async fn refs_cannot_be_both_a_file_and_a_directory(backend: Backend) -> anyhow:
     Ok(())
 }
 
+async fn repo_state_counts_ref_changes(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "state").await?.id;
+    let empty = metadata.repo_state(repo).await?;
+    assert!(empty.refs.is_empty() && empty.packs.is_empty());
+    assert_eq!((empty.pack_generation, empty.ref_version), (0, 0));
+
+    metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-a"],
+                vec![update("refs/heads/main", None, Some('1'))],
+                false,
+            ),
+        )
+        .await?;
+    // A push that changes nothing does not count.
+    metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-b"],
+                vec![update("refs/heads/main", None, Some('2'))],
+                false,
+            ),
+        )
+        .await?;
+    let state = metadata.repo_state(repo).await?;
+    assert_eq!(state.ref_version, 1);
+    assert_eq!(state.pack_generation, 0);
+    assert_eq!(state.packs, [pack("pack-a")]);
+    assert_eq!(state.refs.len(), 1);
+    let missing = metadata.repo_state(RepoId(4242)).await;
+    assert!(
+        matches!(missing, Err(MetadataError::RepositoryNotFound)),
+        "{missing:?}"
+    );
+    Ok(())
+}
+
+async fn compaction_replaces_packs_and_retires_them(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "compact").await?.id;
+    metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-a"],
+                vec![update("refs/heads/main", None, Some('1'))],
+                false,
+            ),
+        )
+        .await?;
+    metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-b"],
+                vec![update("refs/heads/main", Some('1'), Some('2'))],
+                false,
+            ),
+        )
+        .await?;
+    let replacement = PackReplacement {
+        remove: vec!["pack-a".into(), "pack-b".into()],
+        add: Some(pack("pack-ab")),
+        prune_at_ref_version: None,
+    };
+    assert_eq!(
+        metadata.replace_packs(repo, &replacement, 500).await?,
+        Ok(())
+    );
+    let state = metadata.repo_state(repo).await?;
+    assert_eq!(state.packs, [pack("pack-ab")]);
+    // Compaction keeps every object: pushes need not be checked again.
+    assert_eq!(state.pack_generation, 0);
+    assert_eq!(
+        metadata.retired_packs(repo).await?,
+        [
+            RetiredPack {
+                name: "pack-a".into(),
+                retired_at: 500
+            },
+            RetiredPack {
+                name: "pack-b".into(),
+                retired_at: 500
+            },
+        ]
+    );
+
+    // A second run that read the same packs lost the race: nothing changes.
+    let late = PackReplacement {
+        remove: vec!["pack-a".into(), "pack-b".into()],
+        add: Some(pack("pack-other")),
+        prune_at_ref_version: None,
+    };
+    assert_eq!(
+        metadata.replace_packs(repo, &late, 600).await?,
+        Err(ReplacementConflict::PackGone {
+            name: "pack-a".into()
+        })
+    );
+    assert_eq!(metadata.packs(repo).await?, [pack("pack-ab")]);
+    assert_eq!(metadata.retired_packs(repo).await?.len(), 2);
+
+    metadata.forget_retired_pack(repo, "pack-a").await?;
+    assert_eq!(
+        metadata.retired_packs(repo).await?,
+        [RetiredPack {
+            name: "pack-b".into(),
+            retired_at: 500
+        }]
+    );
+    Ok(())
+}
+
+async fn garbage_collection_needs_unmoved_refs_and_rechecks_pushes(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "gc").await?.id;
+    metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-a"],
+                vec![update("refs/heads/main", None, Some('1'))],
+                false,
+            ),
+        )
+        .await?;
+    let walked = metadata.repo_state(repo).await?;
+
+    // A push lands after the reachability walk: the collection must not swap.
+    metadata
+        .apply_push(
+            repo,
+            &push(
+                &["pack-b"],
+                vec![update("refs/heads/topic", None, Some('2'))],
+                false,
+            ),
+        )
+        .await?;
+    let stale_walk = PackReplacement {
+        remove: vec!["pack-a".into()],
+        add: Some(pack("pack-gc")),
+        prune_at_ref_version: Some(walked.ref_version),
+    };
+    assert_eq!(
+        metadata.replace_packs(repo, &stale_walk, 700).await?,
+        Err(ReplacementConflict::RefsMoved)
+    );
+    let unchanged = metadata.repo_state(repo).await?;
+    assert_eq!(unchanged.packs, [pack("pack-a"), pack("pack-b")]);
+    assert!(metadata.retired_packs(repo).await?.is_empty());
+
+    // With the refs as walked, it swaps and moves the generation on.
+    let fresh_walk = PackReplacement {
+        remove: vec!["pack-a".into(), "pack-b".into()],
+        add: Some(pack("pack-gc")),
+        prune_at_ref_version: Some(unchanged.ref_version),
+    };
+    assert_eq!(
+        metadata.replace_packs(repo, &fresh_walk, 800).await?,
+        Ok(())
+    );
+    let collected = metadata.repo_state(repo).await?;
+    assert_eq!(collected.pack_generation, unchanged.pack_generation + 1);
+    assert_eq!(collected.packs, [pack("pack-gc")]);
+
+    // A push checked against the packs before the collection is refused
+    // as a whole, and changes nothing, until it is checked again.
+    let mut late_push = push(
+        &["pack-late"],
+        vec![update("refs/heads/main", Some('1'), Some('3'))],
+        false,
+    );
+    late_push.pack_generation = unchanged.pack_generation;
+    let refused = metadata.apply_push(repo, &late_push).await;
+    assert!(
+        matches!(refused, Err(MetadataError::PacksReplaced)),
+        "{refused:?}"
+    );
+    assert_eq!(metadata.repo_state(repo).await?.packs, [pack("pack-gc")]);
+    late_push.pack_generation = collected.pack_generation;
+    assert_eq!(metadata.apply_push(repo, &late_push).await?, [Ok(())]);
+
+    // Collecting a repository without refs leaves no pack at all.
+    let state = metadata.repo_state(repo).await?;
+    metadata
+        .apply_push(
+            repo,
+            &PushRecord {
+                packs: vec![],
+                updates: vec![
+                    update("refs/heads/main", Some('3'), None),
+                    update("refs/heads/topic", Some('2'), None),
+                ],
+                atomic: true,
+                pack_generation: state.pack_generation,
+            },
+        )
+        .await?;
+    let emptied = metadata.repo_state(repo).await?;
+    let nothing = PackReplacement {
+        remove: emptied.packs.iter().map(|p| p.name.clone()).collect(),
+        add: None,
+        prune_at_ref_version: Some(emptied.ref_version),
+    };
+    assert_eq!(metadata.replace_packs(repo, &nothing, 900).await?, Ok(()));
+    assert!(metadata.packs(repo).await?.is_empty());
+    Ok(())
+}
+
 metadata_suite! {
+    repo_state_counts_ref_changes,
+    compaction_replaces_packs_and_retires_them,
+    garbage_collection_needs_unmoved_refs_and_rechecks_pushes,
     repositories_are_created_listed_and_found_by_name,
     repository_names_are_unique_regardless_of_case,
     repositories_are_updated_and_renamed,

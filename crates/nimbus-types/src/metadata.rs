@@ -17,13 +17,21 @@ pub enum MetadataError {
     RepositoryNotFound,
     #[error("a user named {name:?} already exists")]
     UserExists { name: String },
+    /// Garbage collection replaced the repository's packs after the push
+    /// read them, so what the push was checked against may be gone; check
+    /// again against the new packs and retry.
+    #[error("the repository's packs were replaced by garbage collection during the push")]
+    PacksReplaced,
     #[error("metadata backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A pack file recorded as part of a repository. Its name is
-/// `pack-<hex of the pack checksum>`; the pack and its index are stored
-/// under [`crate::storage::pack_key`].
+/// `pack-<hex of the pack checksum>-<upload id>`: the checksum identifies
+/// the content, the upload id makes every upload's key its own, so deleting
+/// one upload (a rejected push, garbage) never removes another's identical
+/// pack. (Packs recorded before upload ids have no suffix.) The pack and its
+/// index are stored under [`crate::storage::pack_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackRecord {
     pub name: String,
@@ -42,6 +50,57 @@ pub struct PushRecord {
     pub updates: Vec<RefUpdate>,
     /// All updates succeed or none does.
     pub atomic: bool,
+    /// The [`RepoState::pack_generation`] the push's objects were checked
+    /// against; if garbage collection has moved it on, nothing is applied
+    /// and [`MetadataError::PacksReplaced`] is returned.
+    pub pack_generation: i64,
+}
+
+/// What one request reads of a repository, in one consistent read.
+#[derive(Debug, Clone, Default)]
+pub struct RepoState {
+    /// Sorted by name (bytewise).
+    pub refs: Vec<Ref>,
+    /// Oldest first.
+    pub packs: Vec<PackRecord>,
+    /// Incremented each time garbage collection removes objects.
+    pub pack_generation: i64,
+    /// Incremented by each push that moves a ref.
+    pub ref_version: i64,
+}
+
+/// A change of a repository's pack list by maintenance: `remove` are
+/// replaced by `add`, which holds every object of theirs that is kept
+/// (`None` when nothing is: garbage collection of a repository without
+/// refs).
+#[derive(Debug, Clone)]
+pub struct PackReplacement {
+    pub remove: Vec<String>,
+    pub add: Option<PackRecord>,
+    /// Garbage collection dropped unreachable objects: the refs must still
+    /// be at this [`RepoState::ref_version`] (what was reachable is still
+    /// what is reachable), and the pack generation moves on. `None` for a
+    /// compaction, which keeps every object.
+    pub prune_at_ref_version: Option<i64>,
+}
+
+/// Why a [`PackReplacement`] was not applied; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplacementConflict {
+    /// A pack to remove is no longer part of the repository (another
+    /// maintenance run replaced it first).
+    PackGone { name: String },
+    /// A push moved refs since the reachability walk.
+    RefsMoved,
+}
+
+/// A pack taken out of a repository by maintenance. Its files stay in the
+/// object store for a grace period, for requests that still read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredPack {
+    pub name: String,
+    /// Unix seconds.
+    pub retired_at: i64,
 }
 
 /// Why one ref update of a push was not applied.
@@ -52,6 +111,9 @@ pub enum RefUpdateRejection {
     Stale { current: Option<ObjectId> },
     /// Another update of an atomic push failed, so this one was not applied.
     AtomicPushFailed,
+    /// Objects the update needs were removed by garbage collection while
+    /// the push ran (decided by the git service, never by a store).
+    ObjectsRemoved,
     /// Creating the ref would make it both a file and a directory, as with
     /// `refs/heads/a` next to `refs/heads/a/b`; git refuses that.
     NameConflict { existing: bstr::BString },
@@ -108,6 +170,21 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn refs(&self, repo: RepoId) -> Result<Vec<Ref>, MetadataError>;
     /// The packs that make up a repository, oldest first.
     async fn packs(&self, repo: RepoId) -> Result<Vec<PackRecord>, MetadataError>;
+    /// Refs, packs and counters of a repository, read in one transaction.
+    async fn repo_state(&self, repo: RepoId) -> Result<RepoState, MetadataError>;
+
+    /// Replace packs (compaction, garbage collection) in one transaction;
+    /// the removed packs become retired packs as of `now` (Unix seconds).
+    async fn replace_packs(
+        &self,
+        repo: RepoId,
+        replacement: &PackReplacement,
+        now: i64,
+    ) -> Result<Result<(), ReplacementConflict>, MetadataError>;
+    /// Retired packs of a repository, oldest first.
+    async fn retired_packs(&self, repo: RepoId) -> Result<Vec<RetiredPack>, MetadataError>;
+    /// Forget a retired pack once its files are deleted.
+    async fn forget_retired_pack(&self, repo: RepoId, name: &str) -> Result<(), MetadataError>;
 
     /// Record the packs of a push and apply its ref updates, each a
     /// compare-and-swap, in one transaction. Returns one outcome per update,

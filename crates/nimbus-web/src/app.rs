@@ -2,6 +2,7 @@
 //! administration shared by the API and the command line.
 
 use nimbus_auth::AccessControl;
+use nimbus_git::maintenance::Maintainer;
 use nimbus_git::service::{GitService, ServiceError};
 use nimbus_types::metadata::{MetadataError, MetadataStore};
 use nimbus_types::repo::validate_branch_name;
@@ -34,6 +35,8 @@ impl Default for AppConfig {
 pub struct App {
     pub meta: Arc<dyn MetadataStore>,
     pub git: Arc<GitService>,
+    /// Background compaction after pushes; `None` in one-shot commands.
+    pub maintainer: Option<Arc<Maintainer>>,
     pub access: Arc<dyn AccessControl>,
     pub config: AppConfig,
 }

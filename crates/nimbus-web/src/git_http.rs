@@ -222,6 +222,9 @@ pub async fn receive_pack(
         .instrument(span)
         .await
         .map_err(|e| WebError::internal(&e))?;
+    if let Some(maintainer) = &app.maintainer {
+        maintainer.after_push(repo);
+    }
     let mut response = warp::reply::with_status(report, StatusCode::OK).into_response();
     content_type(&mut response, "application/x-git-receive-pack-result");
     no_cache(&mut response);

@@ -184,7 +184,11 @@ pub fn ingest(
 /// The first problem found by the parallel object check.
 type FirstError = Arc<Mutex<Option<IngestError>>>;
 
-fn check_objects(bundle: &gix_pack::Bundle, existing: &ObjectDb) -> Result<(), IngestError> {
+/// Check every object of `bundle` (the fsck-style checks) and that what it
+/// refers to is in the bundle or in `existing`. Ingest runs it; a push runs
+/// it again when garbage collection replaced the packs it was checked
+/// against.
+pub fn check_objects(bundle: &gix_pack::Bundle, existing: &ObjectDb) -> Result<(), IngestError> {
     let first: FirstError = Arc::new(Mutex::new(None));
     let handle = existing.handle();
     let index = &bundle.index;
