@@ -29,6 +29,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// Connections per store; the server runs queries in parallel.
 const MAX_CONNECTIONS: u32 = 8;
 
+/// How long a query waits for a connection (also: for the database to
+/// answer at start-up) before it fails: an outage gives errors, not hangs.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Held until the push commits or rolls back: pushes to one repository run
 /// one after another, and a repository deleted meanwhile is not found.
 const LOCK_REPOSITORY: &str = "SELECT id FROM repositories WHERE id = $1 FOR UPDATE";
@@ -85,6 +89,7 @@ impl PgMetadata {
     pub async fn connect(url: &str) -> Result<Self, PgError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(|source| PgError::Connect { source })?;

@@ -299,3 +299,56 @@ fn a_clone_running_during_garbage_collection_completes() {
     clones.join().expect("the clones during gc succeed");
     clone_and_check(&git, &server.url("during"), &head);
 }
+
+#[test]
+fn pushes_racing_garbage_collection_all_land_intact() {
+    let server = NimbusServer::start();
+    let git = Git::new(2);
+    server.create_repo("racing", false);
+    let work = tempfile::tempdir().expect("tempdir");
+    git.init(work.path());
+    git.commit(
+        work.path(),
+        "base",
+        &[("base.txt", "base\n")],
+        1_700_000_000,
+    );
+    git.run(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            &server.push_url("racing"),
+            "HEAD:refs/heads/main",
+        ],
+    );
+
+    let url = server.push_url("racing");
+    let dir = work.path().to_owned();
+    let pusher = std::thread::spawn(move || {
+        let git = Git::new(2);
+        let mut head = String::new();
+        for i in 0..15u64 {
+            head = git.commit(
+                &dir,
+                &format!("push {i}"),
+                &[(format!("f{i}.txt").as_str(), format!("{i}\n"))],
+                1_700_000_100 + i,
+            );
+            // Each push builds on objects garbage collection keeps moving
+            // between packs; every one must land.
+            git.run(&dir, &["push", "-q", &url, "HEAD:refs/heads/main"]);
+        }
+        head
+    });
+    let mut runs = 0;
+    while !pusher.is_finished() {
+        nimbus_cli(&server, &["repo", "gc", "racing", "--gc-grace", "0s"]);
+        runs += 1;
+    }
+    let head = pusher.join().expect("every push landed");
+    assert!(runs > 0);
+    clone_and_check(&git, &server.url("racing"), &head);
+    nimbus_cli(&server, &["repo", "gc", "racing", "--gc-grace", "0s"]);
+    clone_and_check(&git, &server.url("racing"), &head);
+}
