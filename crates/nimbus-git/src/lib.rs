@@ -7,6 +7,8 @@
 //! caller.
 
 pub mod advertise;
+pub mod bundle;
+pub mod fetch_client;
 pub mod objects;
 pub mod pktline;
 pub mod receive_pack;

@@ -441,3 +441,215 @@ fn unix_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// Why an import was refused. Messages go to users.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("repository '{name}' is not empty: import only into a new repository")]
+    NotEmpty { name: String },
+    #[error("nothing to import: the source has no branches or tags")]
+    NoRefs,
+    #[error("the pack was refused: {0}")]
+    Pack(#[from] ingest::IngestError),
+    #[error("ref {name}: {reason}")]
+    Ref { name: String, reason: String },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<MetadataError> for ImportError {
+    fn from(err: MetadataError) -> Self {
+        ImportError::Service(err.into())
+    }
+}
+
+/// What an import stored.
+#[derive(Debug, Clone)]
+pub struct ImportSummary {
+    pub refs: usize,
+    pub objects: u64,
+    pub pack_bytes: u64,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("repository '{name}' is empty: there is nothing to export")]
+    Empty { name: String },
+    #[error("planning the pack failed")]
+    Plan(#[from] upload_pack::plan::PlanError),
+    #[error("writing the pack failed")]
+    Pack(#[from] upload_pack::pack::PackError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct ExportSummary {
+    pub refs: usize,
+    pub objects: usize,
+}
+
+/// Moving whole repositories in and out: an imported pack takes the push
+/// path (ingest with every object check, upload, one atomic `apply_push`
+/// creating all refs); an export is a bundle holding the pack a full clone
+/// would get.
+impl GitService {
+    /// Import `pack` (a complete pack stream) and create `refs` in `repo`,
+    /// which must be empty. All refs are created in one transaction, or
+    /// none is.
+    pub async fn import_pack(
+        &self,
+        repo: &Repository,
+        pack: impl io::Read + Send + 'static,
+        refs: Vec<(RefName, gix_hash::ObjectId)>,
+    ) -> Result<ImportSummary, ImportError> {
+        if refs.is_empty() {
+            return Err(ImportError::NoRefs);
+        }
+        let snapshot = self.snapshot(repo).await?;
+        if !snapshot.refs.is_empty() || !self.meta.packs(repo.id).await?.is_empty() {
+            return Err(ImportError::NotEmpty {
+                name: repo.name.to_string(),
+            });
+        }
+        let current_branch = snapshot.head.symref.clone();
+        tokio::fs::create_dir_all(&self.config.staging_dir)
+            .await
+            .map_err(ServiceError::from)?;
+        let staging = tempfile::Builder::new()
+            .prefix("import-")
+            .tempdir_in(&self.config.staging_dir)
+            .map_err(ServiceError::from)?;
+        let staging_path = staging.path().to_owned();
+        let limits = self.config.ingest_limits;
+        let db = snapshot.db.clone();
+        let commands: Vec<crate::receive_pack::request::Command> = refs
+            .iter()
+            .map(|(name, id)| crate::receive_pack::request::Command {
+                old: gix_hash::ObjectId::null(gix_hash::Kind::Sha1),
+                new: *id,
+                name: name.as_bstr().to_owned(),
+            })
+            .collect();
+        let (received, checked) = tokio::task::spawn_blocking(move || {
+            let received = ingest::ingest(pack, &staging_path, &db, limits)?;
+            let checked = check_commands(&commands, received.as_ref(), &db, &current_branch);
+            Ok::<_, ImportError>((received, checked))
+        })
+        .await
+        .map_err(ServiceError::from)??;
+        let mut updates = Vec::with_capacity(checked.len());
+        for ((name, _), check) in refs.iter().zip(checked) {
+            match check {
+                Ok(update) => updates.push(update),
+                Err(reason) => {
+                    return Err(ImportError::Ref {
+                        name: name.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let Some(received) = received else {
+            // check_commands found every target, so this cannot be reached
+            // with refs; an empty pack with refs was refused above.
+            return Err(ImportError::NoRefs);
+        };
+        let pack = self.upload(repo, &received).await?;
+        let record = PushRecord {
+            packs: vec![pack.clone()],
+            updates,
+            atomic: true,
+            pack_generation: snapshot.pack_generation,
+        };
+        let outcomes = self.meta.apply_push(repo.id, &record).await?;
+        if let Some((index, rejection)) = outcomes
+            .iter()
+            .enumerate()
+            .find_map(|(i, o)| o.as_ref().err().map(|r| (i, r)))
+        {
+            self.remove_pack(repo, &pack.name).await;
+            let reason = match rejection {
+                RefUpdateRejection::Stale { .. } => {
+                    "it was created by someone else during the import".to_owned()
+                }
+                RefUpdateRejection::NameConflict { existing } => {
+                    format!("'{existing}' exists")
+                }
+                RefUpdateRejection::AtomicPushFailed => "another ref was refused".to_owned(),
+                RefUpdateRejection::ObjectsRemoved => {
+                    "its objects were removed during the import".to_owned()
+                }
+            };
+            let name = record
+                .updates
+                .get(index)
+                .map(|u| u.name.to_string())
+                .unwrap_or_default();
+            return Err(ImportError::Ref { name, reason });
+        }
+        tracing::info!(
+            repo = %repo.name,
+            refs = record.updates.len(),
+            objects = received.object_count,
+            "imported"
+        );
+        drop(staging);
+        Ok(ImportSummary {
+            refs: record.updates.len(),
+            objects: received.object_count,
+            pack_bytes: received.pack_size,
+        })
+    }
+
+    /// Write `repo` as a v2 git bundle to `out`: every ref (and `HEAD` when
+    /// its branch exists), then the pack a full clone would get, streamed.
+    pub async fn export_bundle(
+        &self,
+        repo: &Repository,
+        out: impl Write + Send + 'static,
+    ) -> Result<ExportSummary, ExportError> {
+        let snapshot = self.snapshot(repo).await?;
+        if snapshot.refs.is_empty() {
+            return Err(ExportError::Empty {
+                name: repo.name.to_string(),
+            });
+        }
+        let repo_name = repo.name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = io::BufWriter::with_capacity(256 * 1024, out);
+            let refs: Vec<(RefName, gix_hash::ObjectId)> = snapshot
+                .refs
+                .iter()
+                .map(|r| (r.name.clone(), r.target))
+                .collect();
+            crate::bundle::write_header_v2(&mut out, snapshot.head.target, &refs)
+                .map_err(ServiceError::from)?;
+            let mut objects = crate::objects::Objects::new(snapshot.db.handle());
+            let request = upload_pack::request::FetchRequest {
+                wants: refs.iter().map(|(_, id)| *id).collect(),
+                done: true,
+                ofs_delta: true,
+                ..Default::default()
+            };
+            let plan = upload_pack::plan::plan_pack(
+                &mut objects,
+                &request,
+                &[],
+                &upload_pack::plan::ShallowPlan::default(),
+                &snapshot.refs,
+            )?;
+            let stats = upload_pack::pack::write_pack(&objects.handle, &plan, false, &mut out)?;
+            out.flush().map_err(ServiceError::from)?;
+            tracing::info!(repo = %repo_name, refs = refs.len(), objects = stats.objects, "exported");
+            Ok(ExportSummary {
+                refs: refs.len(),
+                objects: stats.objects,
+            })
+        })
+        .await
+        .map_err(ServiceError::from)?
+    }
+}

@@ -1,6 +1,8 @@
 //! The `nimbus` command: `nimbus serve` runs the server; `nimbus repo ...`
 //! administers repositories directly on the configured storage.
 
+mod import;
+
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nimbus_git::receive_pack::ingest::IngestLimits;
@@ -100,6 +102,28 @@ enum RepoCommand {
     Delete { name: String },
     /// Rename a repository.
     Rename { name: String, new_name: String },
+    /// Create a repository as a mirror of another one: its branches, tags
+    /// and HEAD, from a git bundle file or a smart-HTTP(S) URL.
+    Import {
+        name: String,
+        /// An `http(s)://` repository URL (credentials may be in the URL) or
+        /// the path of a git bundle (`git bundle create FILE --all`).
+        #[arg(long = "from", value_name = "URL|BUNDLE")]
+        source: String,
+        /// Only the owner can read it.
+        #[arg(long)]
+        private: bool,
+        /// A token for the source, sent as the HTTP Basic password.
+        #[arg(long, env = "NIMBUS_IMPORT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Write a repository as a git bundle (every ref, HEAD and all objects).
+    Export {
+        name: String,
+        /// The bundle file (default: NAME.bundle); `-` for standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 struct Backends {
@@ -278,6 +302,88 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                 )
                 .await?;
             println!("renamed '{}' to '{}'", repo.name, renamed.name);
+        }
+        RepoCommand::Import {
+            name,
+            source,
+            private,
+            token,
+        } => {
+            let name = RepoName::new(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if backends.meta.repository(&name).await?.is_some() {
+                anyhow::bail!("repository '{name}' already exists: import only into a new name");
+            }
+            // Read the source's refs before creating anything.
+            let source = source.clone();
+            let credentials = import::Credentials {
+                token: token.clone(),
+            };
+            let prepared =
+                tokio::task::spawn_blocking(move || import::prepare(&source, &credentials))
+                    .await??;
+            let repo = app
+                .create_repository(name, *private, prepared.head_branch.clone())
+                .await?;
+            let skipped = prepared.skipped;
+            let refs = prepared.refs.clone();
+            let imported = async {
+                if refs.is_empty() {
+                    return Ok(None);
+                }
+                let pack = tokio::task::spawn_blocking(move || prepared.into_pack()).await??;
+                anyhow::Ok(Some(app.git.import_pack(&repo, pack, refs).await?))
+            }
+            .await;
+            let summary = match imported {
+                Ok(summary) => summary,
+                Err(err) => {
+                    // Leave nothing half-imported behind.
+                    if let Err(cleanup) = app.delete_repository(&repo).await {
+                        tracing::warn!(repo = %repo.name, error = %cleanup, "could not remove the failed import");
+                    }
+                    return Err(err.context(format!("importing '{}' failed", repo.name)));
+                }
+            };
+            match summary {
+                Some(summary) => println!(
+                    "imported '{}': {} refs, {} objects (default branch {})",
+                    repo.name, summary.refs, summary.objects, repo.default_branch
+                ),
+                None => println!("imported '{}': the source is empty", repo.name),
+            }
+            if skipped > 0 {
+                println!(
+                    "skipped {skipped} refs outside refs/heads/ and refs/tags/ (pull requests, notes and the like)"
+                );
+            }
+        }
+        RepoCommand::Export { name, output } => {
+            let repo = find(name).await?;
+            let target = import::export_target(repo.name.as_str(), output.as_deref());
+            let summary = if target.as_os_str() == "-" {
+                app.git.export_bundle(&repo, std::io::stdout()).await?
+            } else {
+                // Written beside the target and renamed, so a failed export
+                // leaves no partial bundle.
+                let partial = target.with_extension("bundle.partial");
+                let file = std::fs::File::create(&partial)
+                    .with_context(|| format!("cannot create {}", partial.display()))?;
+                match app.git.export_bundle(&repo, file).await {
+                    Ok(summary) => {
+                        std::fs::rename(&partial, &target)
+                            .with_context(|| format!("cannot write {}", target.display()))?;
+                        summary
+                    }
+                    Err(err) => {
+                        let _ = std::fs::remove_file(&partial);
+                        return Err(err.into());
+                    }
+                }
+            };
+            eprintln!(
+                "exported '{}': {} refs, {} objects",
+                repo.name, summary.refs, summary.objects
+            );
         }
     }
     Ok(())
