@@ -5,6 +5,7 @@
 
 use gix_hash::ObjectId;
 use gix_object::{Find, FindHeader};
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub enum ObjectError {
 #[derive(Clone)]
 pub struct ObjectDb {
     store: Arc<gix_odb::Store>,
+    /// Whatever keeps the directory alive (a pack cache lease), dropped
+    /// with the last clone.
+    _keep_alive: Arc<dyn Any + Send + Sync>,
 }
 
 /// The most packs one repository may have before it must be compacted.
@@ -50,6 +54,57 @@ impl ObjectDb {
     /// the directory is first read are used: callers open a new database
     /// when the repository's pack list changes.
     pub fn open(objects_dir: &Path) -> Result<Self, ObjectError> {
+        Self::open_store(objects_dir, Arc::new(()))
+    }
+
+    /// [`ObjectDb::open`] for a directory that must hold exactly
+    /// `expected_packs` packs, keeping `keep_alive` until the last clone of
+    /// the database drops: it owns the directory (a pack cache lease).
+    ///
+    /// Every index and pack is mapped before this returns, so the database
+    /// keeps working even if the directory is removed under it (an emptied
+    /// cache); a pack that is already gone is an error here, not a missing
+    /// object in the middle of a response.
+    pub fn open_keeping(
+        objects_dir: &Path,
+        expected_packs: usize,
+        keep_alive: impl Any + Send + Sync,
+    ) -> Result<Self, ObjectError> {
+        // Listed before gix lists the directory: if both see every pack,
+        // no pack was missing when gix looked.
+        let first_objects = first_object_of_every_index(&objects_dir.join("pack"))?;
+        check_pack_count(
+            "pack indices in the directory",
+            first_objects.len(),
+            expected_packs,
+        )?;
+        let db = Self::open_store(objects_dir, Arc::new(keep_alive))?;
+        let mut handle = db.store.to_cache_arc();
+        handle.prevent_pack_unload();
+        handle.refresh_never();
+        handle
+            .packed_object_count()
+            .map_err(|error| ObjectError::Open(std::io::Error::other(error)))?;
+        for id in first_objects.into_iter().flatten() {
+            match handle.try_header(&id) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(ObjectError::Missing { id }),
+                Err(source) => return Err(ObjectError::Read { id, source }),
+            }
+        }
+        let metrics = db.store.metrics();
+        check_pack_count(
+            "loaded pack indices",
+            metrics.open_reachable_indices,
+            expected_packs,
+        )?;
+        Ok(db)
+    }
+
+    fn open_store(
+        objects_dir: &Path,
+        keep_alive: Arc<dyn Any + Send + Sync>,
+    ) -> Result<Self, ObjectError> {
         let store = gix_odb::Store::at_opts(
             objects_dir.to_owned(),
             gix_hash::Kind::Sha1,
@@ -62,6 +117,7 @@ impl ObjectDb {
         .map_err(ObjectError::Open)?;
         Ok(ObjectDb {
             store: Arc::new(store),
+            _keep_alive: keep_alive,
         })
     }
 
@@ -72,6 +128,50 @@ impl ObjectDb {
         handle.refresh_never();
         handle
     }
+}
+
+fn check_pack_count(what: &str, found: usize, expected: usize) -> Result<(), ObjectError> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(ObjectError::Open(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("{found} {what}, expected {expected}"),
+    )))
+}
+
+/// For every `.idx` in `pack_dir`, its first object id (if any).
+fn first_object_of_every_index(pack_dir: &Path) -> Result<Vec<Option<ObjectId>>, ObjectError> {
+    let mut first_objects = Vec::new();
+    for entry in std::fs::read_dir(pack_dir).map_err(ObjectError::Open)? {
+        let path = entry.map_err(ObjectError::Open)?.path();
+        if path.extension().is_some_and(|extension| extension == "idx") {
+            first_objects.push(first_object_of_index(&path).map_err(ObjectError::Open)?);
+        }
+    }
+    Ok(first_objects)
+}
+
+/// The first object id of a version 2 pack index (`None` for an empty or
+/// older index): header (8 bytes), fan-out table (256 counts of 4 bytes),
+/// then the sorted ids.
+fn first_object_of_index(path: &Path) -> std::io::Result<Option<ObjectId>> {
+    use std::io::Read;
+    const IDS_START: usize = 8 + 256 * 4;
+    let mut head = [0u8; IDS_START + 20];
+    let mut file = std::fs::File::open(path)?;
+    if file.read_exact(&mut head).is_err() || head[..8] != [0xff, b't', b'O', b'c', 0, 0, 0, 2] {
+        return Ok(None);
+    }
+    let count = u32::from_be_bytes([
+        head[IDS_START - 4],
+        head[IDS_START - 3],
+        head[IDS_START - 2],
+        head[IDS_START - 1],
+    ]);
+    let mut id = [0u8; 20];
+    id.copy_from_slice(&head[IDS_START..]);
+    Ok((count > 0).then_some(ObjectId::Sha1(id)))
 }
 
 /// The facts about a commit that graph walks need.

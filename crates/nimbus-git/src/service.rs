@@ -75,6 +75,10 @@ pub struct Snapshot {
     pub db: ObjectDb,
 }
 
+/// How often `snapshot` materializes and opens a repository's packs before
+/// giving up (a retry is needed only when the cache is emptied under it).
+const SNAPSHOT_ATTEMPTS: u32 = 3;
+
 /// Serves git for every repository.
 pub struct GitService {
     meta: Arc<dyn MetadataStore>,
@@ -145,8 +149,28 @@ impl GitService {
     pub async fn snapshot(&self, repo: &Repository) -> Result<Snapshot, ServiceError> {
         let refs = self.meta.refs(repo.id).await?;
         let packs = self.meta.packs(repo.id).await?;
-        let objects_dir = self.cache.materialize(repo.id, &packs).await?;
-        let db = tokio::task::spawn_blocking(move || ObjectDb::open(&objects_dir)).await??;
+        let pack_count = packs.len();
+        let mut attempt = 1;
+        let db = loop {
+            // The database owns the lease: the snapshot directory and the
+            // pins on its packs live until the last clone of `db` drops.
+            let lease = self.cache.materialize(repo.id, &packs).await?;
+            let objects_dir = lease.objects_dir().to_owned();
+            let opened = tokio::task::spawn_blocking(move || {
+                ObjectDb::open_keeping(&objects_dir, pack_count, lease)
+            })
+            .await?;
+            match opened {
+                Ok(db) => break db,
+                // The cache can be emptied at any time, also between
+                // materializing and opening; the next attempt fetches again.
+                Err(error) if attempt < SNAPSHOT_ATTEMPTS => {
+                    tracing::info!(repo = repo.id.0, attempt, error = %error, "pack snapshot unusable; retrying");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         let head = Head::resolve(head_branch(repo)?, &refs);
         Ok(Snapshot { refs, head, db })
     }

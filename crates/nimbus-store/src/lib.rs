@@ -13,7 +13,7 @@ mod sql;
 mod sqlite;
 
 pub use local::LocalObjectStore;
-pub use pack_cache::{PackCache, PackCacheError};
+pub use pack_cache::{PackCache, PackCacheError, PackCacheStats, PackLease};
 pub use postgres::{PgError, PgMetadata};
 pub use sql::StoredValueError;
 pub use sqlite::{SqliteError, SqliteMetadata};

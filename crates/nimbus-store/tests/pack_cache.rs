@@ -1,6 +1,7 @@
-//! The pack cache: materializing stored packs as a local object directory.
+//! The pack cache: verified downloads, a size bound with LRU eviction,
+//! pinned packs, coalesced downloads and per-request snapshot directories.
 
-use nimbus_store::{LocalObjectStore, PackCache, PackCacheError};
+use nimbus_store::{LocalObjectStore, PackCache, PackCacheError, PackLease};
 use nimbus_types::RepoId;
 use nimbus_types::metadata::PackRecord;
 use nimbus_types::storage::{ObjectStore, ObjectStoreError, pack_key};
@@ -62,8 +63,71 @@ impl ObjectStore for CountingStore {
 
 const REPO: RepoId = RepoId(7);
 
-/// Store a fake pack (content need not be a real pack here) and return its record.
-async fn store_pack(
+fn git(directory: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(directory)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// Incompressible bytes (xorshift), so a pack is about as big as its content.
+fn noise(seed: u64, length: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A real pack made by git: one commit of `hello.txt` with `content`.
+struct GitPack {
+    name: String,
+    pack: Vec<u8>,
+    index: Vec<u8>,
+    blob: String,
+}
+
+fn git_pack(scratch: &Path, label: &str, content: &[u8]) -> anyhow::Result<GitPack> {
+    let work = scratch.join(format!("work-{label}"));
+    std::fs::create_dir(&work)?;
+    git(&work, &["init", "--quiet"])?;
+    std::fs::write(work.join("hello.txt"), content)?;
+    git(&work, &["add", "hello.txt"])?;
+    git(&work, &["commit", "--quiet", "-m", label])?;
+    git(&work, &["repack", "-a", "-d", "--quiet"])?;
+    let blob = git(&work, &["rev-parse", "HEAD:hello.txt"])?;
+    let pack_dir = work.join(".git/objects/pack");
+    let pack_file = names_in(&pack_dir)?
+        .into_iter()
+        .find(|name| name.ends_with(".pack"))
+        .ok_or_else(|| anyhow::anyhow!("git repack wrote no pack"))?;
+    let name = pack_file.trim_end_matches(".pack").to_owned();
+    Ok(GitPack {
+        pack: std::fs::read(pack_dir.join(format!("{name}.pack")))?,
+        index: std::fs::read(pack_dir.join(format!("{name}.idx")))?,
+        name,
+        blob,
+    })
+}
+
+/// Put a pack's files into the store under `name` and return its record.
+async fn store_files(
     store: &dyn ObjectStore,
     scratch: &Path,
     name: &str,
@@ -71,17 +135,18 @@ async fn store_pack(
     index: &[u8],
 ) -> anyhow::Result<PackRecord> {
     for (extension, content) in [("pack", pack), ("idx", index)] {
-        let source = scratch.join(format!("{name}.{extension}"));
+        let source = scratch.join(format!("upload-{name}.{extension}"));
         std::fs::write(&source, content)?;
         store
             .put_file(&pack_key(REPO, name, extension), &source)
             .await?;
+        std::fs::remove_file(&source)?;
     }
     Ok(PackRecord {
         name: name.into(),
         pack_size: pack.len() as u64,
         index_size: index.len() as u64,
-        object_count: 1,
+        object_count: 3,
         created_at: 0,
     })
 }
@@ -92,9 +157,10 @@ struct Fixture {
     cache_root: PathBuf,
     store: Arc<CountingStore>,
     cache: PackCache,
+    packs_made: usize,
 }
 
-fn fixture(expose_local_paths: bool) -> anyhow::Result<Fixture> {
+fn fixture(expose_local_paths: bool, limit_bytes: u64) -> anyhow::Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let scratch = dir.path().join("scratch");
     std::fs::create_dir(&scratch)?;
@@ -103,14 +169,47 @@ fn fixture(expose_local_paths: bool) -> anyhow::Result<Fixture> {
         dir.path().join("store"),
         expose_local_paths,
     ));
-    let cache = PackCache::new(cache_root.clone(), store.clone());
+    let cache = PackCache::new(cache_root.clone(), store.clone(), limit_bytes)?;
     Ok(Fixture {
         _dir: dir,
         scratch,
         cache_root,
         store,
         cache,
+        packs_made: 0,
     })
+}
+
+impl Fixture {
+    /// Make a real pack whose file is about `size` bytes and store it.
+    async fn pack(&mut self, size: usize) -> anyhow::Result<(PackRecord, GitPack)> {
+        self.packs_made += 1;
+        let label = self.packs_made.to_string();
+        let made = git_pack(&self.scratch, &label, &noise(self.packs_made as u64, size))?;
+        let record = store_files(
+            &*self.store,
+            &self.scratch,
+            &made.name,
+            &made.pack,
+            &made.index,
+        )
+        .await?;
+        Ok((record, made))
+    }
+
+    /// The packs whose files are in the cache (not in snapshots).
+    fn cached(&self) -> anyhow::Result<Vec<String>> {
+        let directory = self.cache_root.join("packs/7");
+        if !directory.exists() {
+            return Ok(Vec::new());
+        }
+        names_in(&directory)
+    }
+
+    fn reopen(&mut self, limit_bytes: u64) -> anyhow::Result<()> {
+        self.cache = PackCache::new(self.cache_root.clone(), self.store.clone(), limit_bytes)?;
+        Ok(())
+    }
 }
 
 fn names_in(directory: &Path) -> anyhow::Result<Vec<String>> {
@@ -121,32 +220,56 @@ fn names_in(directory: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-#[tokio::test]
-async fn packs_from_a_local_store_are_hard_linked() -> anyhow::Result<()> {
-    let f = fixture(true)?;
-    let record = store_pack(&*f.store, &f.scratch, "pack-aa", b"PACK data", b"index").await?;
+fn files_of(records: &[&PackRecord]) -> Vec<String> {
+    let mut names: Vec<String> = records
+        .iter()
+        .flat_map(|record| {
+            [
+                format!("{}.idx", record.name),
+                format!("{}.pack", record.name),
+            ]
+        })
+        .collect();
+    names.sort();
+    names
+}
 
-    let objects = f
+fn snapshot_files(lease: &PackLease) -> anyhow::Result<Vec<String>> {
+    names_in(&lease.objects_dir().join("pack"))
+}
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::test]
+async fn packs_from_a_local_store_are_linked_not_cached() -> anyhow::Result<()> {
+    let mut f = fixture(true, MIB)?;
+    let (record, made) = f.pack(1000).await?;
+
+    let lease = f
         .cache
         .materialize(REPO, std::slice::from_ref(&record))
         .await?;
-    assert_eq!(objects, f.cache_root.join("repos/7/objects"));
-    let pack_dir = objects.join("pack");
-    assert_eq!(names_in(&pack_dir)?, ["pack-aa.idx", "pack-aa.pack"]);
-    assert_eq!(std::fs::read(pack_dir.join("pack-aa.pack"))?, b"PACK data");
-    assert_eq!(std::fs::read(pack_dir.join("pack-aa.idx"))?, b"index");
+    assert_eq!(snapshot_files(&lease)?, files_of(&[&record]));
+    let pack_dir = lease.objects_dir().join("pack");
+    assert_eq!(
+        std::fs::read(pack_dir.join(format!("{}.pack", record.name)))?,
+        made.pack
+    );
     assert_eq!(f.store.downloads(), 0, "linked, not downloaded");
+    let stats = f.cache.stats();
+    assert_eq!((stats.bytes, stats.files, stats.linked), (0, 0, 1));
+    assert!(f.cached()?.is_empty(), "nothing is copied into the cache");
 
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
         let stored = f
             .store
-            .local_path(&pack_key(REPO, "pack-aa", "pack"))
+            .local_path(&pack_key(REPO, &record.name, "pack"))
             .expect("local store");
         assert_eq!(
             std::fs::metadata(stored)?.ino(),
-            std::fs::metadata(pack_dir.join("pack-aa.pack"))?.ino()
+            std::fs::metadata(pack_dir.join(format!("{}.pack", record.name)))?.ino()
         );
     }
     Ok(())
@@ -154,92 +277,320 @@ async fn packs_from_a_local_store_are_hard_linked() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn packs_from_a_remote_store_are_downloaded_once() -> anyhow::Result<()> {
-    let f = fixture(false)?;
-    let records = vec![
-        store_pack(&*f.store, &f.scratch, "pack-aa", b"first pack", b"idx1").await?,
-        store_pack(&*f.store, &f.scratch, "pack-bb", b"second pack", b"idx2").await?,
-    ];
+    let mut f = fixture(false, MIB)?;
+    let (first, made) = f.pack(1000).await?;
+    let (second, _) = f.pack(1000).await?;
+    let records = vec![first.clone(), second.clone()];
 
-    let objects = f.cache.materialize(REPO, &records).await?;
+    let lease = f.cache.materialize(REPO, &records).await?;
     assert_eq!(f.store.downloads(), 4);
+    assert_eq!(snapshot_files(&lease)?, files_of(&[&first, &second]));
     assert_eq!(
-        names_in(&objects.join("pack"))?,
-        ["pack-aa.idx", "pack-aa.pack", "pack-bb.idx", "pack-bb.pack"]
+        std::fs::read(
+            lease
+                .objects_dir()
+                .join(format!("pack/{}.pack", first.name))
+        )?,
+        made.pack
     );
+    assert_eq!(f.cached()?, files_of(&[&first, &second]));
+    let stats = f.cache.stats();
+    assert_eq!(stats.misses, 2);
+    assert_eq!(stats.files, 4);
     assert_eq!(
-        std::fs::read(objects.join("pack/pack-bb.pack"))?,
-        b"second pack"
+        stats.bytes,
+        first.pack_size + first.index_size + second.pack_size + second.index_size
     );
 
-    // Idempotent: everything is in place already.
-    assert_eq!(f.cache.materialize(REPO, &records).await?, objects);
+    // Cached now: another snapshot downloads nothing.
+    let again = f.cache.materialize(REPO, &records).await?;
     assert_eq!(f.store.downloads(), 4);
+    assert_eq!(f.cache.stats().hits, 2);
+    assert_ne!(
+        again.objects_dir(),
+        lease.objects_dir(),
+        "one directory per snapshot"
+    );
 
     // A new pack fetches only that pack.
-    let mut more = records.clone();
-    more.push(store_pack(&*f.store, &f.scratch, "pack-cc", b"third", b"idx3").await?);
-    f.cache.materialize(REPO, &more).await?;
+    let (third, _) = f.pack(1000).await?;
+    f.cache.materialize(REPO, &[first, second, third]).await?;
     assert_eq!(f.store.downloads(), 6);
     Ok(())
 }
 
+#[tokio::test]
+async fn snapshots_hold_exactly_the_recorded_packs_and_vanish_when_dropped() -> anyhow::Result<()> {
+    for expose_local_paths in [true, false] {
+        let mut f = fixture(expose_local_paths, MIB)?;
+        let (a, _) = f.pack(500).await?;
+        let (b, _) = f.pack(500).await?;
+        let (c, _) = f.pack(500).await?;
+        let all = f
+            .cache
+            .materialize(REPO, &[a.clone(), b.clone(), c.clone()])
+            .await?;
+        assert_eq!(snapshot_files(&all)?, files_of(&[&a, &b, &c]));
+
+        // B is retired (garbage collection): a later snapshot must not see
+        // it, although it is still cached and in use by `all`.
+        let later = f.cache.materialize(REPO, &[a.clone(), c.clone()]).await?;
+        assert_eq!(snapshot_files(&later)?, files_of(&[&a, &c]));
+
+        let empty = f.cache.materialize(REPO, &[]).await?;
+        assert!(snapshot_files(&empty)?.is_empty());
+
+        let directories = [&all, &later, &empty].map(|lease| lease.objects_dir().to_owned());
+        drop((all, later, empty));
+        for directory in directories {
+            assert!(
+                !directory.exists(),
+                "{} outlived its lease",
+                directory.display()
+            );
+        }
+        assert!(names_in(&f.cache_root.join("snapshots"))?.is_empty());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn least_recently_used_packs_are_evicted_first() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (a, _) = f.pack(40_000).await?;
+    let (b, _) = f.pack(40_000).await?;
+    let (c, _) = f.pack(40_000).await?;
+    let one = a.pack_size + a.index_size;
+    // Room for two packs, not three.
+    f.reopen(one * 5 / 2)?;
+
+    drop(f.cache.materialize(REPO, std::slice::from_ref(&a)).await?);
+    drop(f.cache.materialize(REPO, std::slice::from_ref(&b)).await?);
+    // A is used again: B is now the least recently used.
+    drop(f.cache.materialize(REPO, std::slice::from_ref(&a)).await?);
+    assert_eq!(f.cache.stats().evictions, 0);
+    drop(f.cache.materialize(REPO, std::slice::from_ref(&c)).await?);
+
+    assert_eq!(f.cached()?, files_of(&[&a, &c]));
+    let stats = f.cache.stats();
+    assert_eq!(stats.evictions, 1);
+    assert_eq!(stats.files, 4);
+    assert!(stats.bytes <= one * 5 / 2);
+    assert_eq!(f.store.downloads(), 6);
+
+    // B comes back by download, evicting A (used before C).
+    drop(f.cache.materialize(REPO, std::slice::from_ref(&b)).await?);
+    assert_eq!(f.store.downloads(), 8);
+    assert_eq!(f.cached()?, files_of(&[&b, &c]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn packs_in_use_are_not_evicted_until_released() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (a, made_a) = f.pack(40_000).await?;
+    let (b, _) = f.pack(40_000).await?;
+    // Smaller than one pack.
+    f.reopen(10_000)?;
+
+    let lease_a = f.cache.materialize(REPO, std::slice::from_ref(&a)).await?;
+    let lease_b = f.cache.materialize(REPO, std::slice::from_ref(&b)).await?;
+    assert_eq!(f.cached()?, files_of(&[&a, &b]), "both are in use");
+    let stats = f.cache.stats();
+    assert_eq!(stats.evictions, 0);
+    assert_eq!(
+        stats.bytes,
+        a.pack_size + a.index_size + b.pack_size + b.index_size,
+        "pinned packs stay in the accounting"
+    );
+
+    // Clearing the cache leaves packs in use alone.
+    f.cache.clear().await?;
+    assert_eq!(f.cached()?, files_of(&[&a, &b]));
+    assert_eq!(
+        std::fs::read(lease_a.objects_dir().join(format!("pack/{}.pack", a.name)))?,
+        made_a.pack
+    );
+
+    drop(lease_a);
+    assert_eq!(f.cached()?, files_of(&[&b]), "released and over the bound");
+    drop(lease_b);
+    assert!(f.cached()?.is_empty());
+    let stats = f.cache.stats();
+    assert_eq!((stats.bytes, stats.files, stats.evictions), (0, 0, 2));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_materializations_fetch_each_file_once() -> anyhow::Result<()> {
-    let f = fixture(false)?;
-    let records = vec![
-        store_pack(&*f.store, &f.scratch, "pack-aa", b"first pack", b"idx1").await?,
-        store_pack(&*f.store, &f.scratch, "pack-bb", b"second pack", b"idx2").await?,
-    ];
+async fn concurrent_requests_for_one_pack_download_it_once() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (record, _) = f.pack(20_000).await?;
+    let (other, _) = f.pack(20_000).await?;
     let cache = Arc::new(f.cache);
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let cache = Arc::clone(&cache);
-        let records = records.clone();
+        let record = record.clone();
         tasks.push(tokio::spawn(async move {
-            cache.materialize(REPO, &records).await
+            let lease = cache.materialize(REPO, &[record]).await?;
+            anyhow::Ok(snapshot_files(&lease)?)
         }));
     }
-    let expected = f.cache_root.join("repos/7/objects");
     for task in tasks {
-        assert_eq!(task.await??, expected);
+        assert_eq!(task.await??, files_of(&[&record]));
+    }
+    assert_eq!(f.store.downloads(), 2, "one .pack and one .idx download");
+
+    // Two packs of a snapshot, requested together, each once.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let cache = Arc::clone(&cache);
+        let records = vec![record.clone(), other.clone()];
+        tasks.push(tokio::spawn(async move {
+            let lease = cache.materialize(REPO, &records).await?;
+            anyhow::Ok(snapshot_files(&lease)?)
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await??, files_of(&[&record, &other]));
     }
     assert_eq!(f.store.downloads(), 4);
-    assert_eq!(
-        names_in(&expected.join("pack"))?,
-        ["pack-aa.idx", "pack-aa.pack", "pack-bb.idx", "pack-bb.pack"]
+    assert_eq!(cache.stats().misses, 2);
+    Ok(())
+}
+
+/// Overwrite the stored file `key` with `content`.
+fn tamper(f: &Fixture, key: &str, content: &[u8]) -> anyhow::Result<()> {
+    let path = f
+        .store
+        .inner
+        .local_path(key)
+        .ok_or_else(|| anyhow::anyhow!("local store"))?;
+    std::fs::remove_file(&path)?;
+    std::fs::write(&path, content)?;
+    Ok(())
+}
+
+fn assert_corrupt(error: &PackCacheError, expected_key: &str) {
+    assert!(
+        matches!(error, PackCacheError::Corrupt { key, .. } if key == expected_key),
+        "{error:?}"
     );
-    Ok(())
 }
 
 #[tokio::test]
-async fn a_repository_without_packs_gets_an_empty_pack_directory() -> anyhow::Result<()> {
-    let f = fixture(true)?;
-    let objects = f.cache.materialize(REPO, &[]).await?;
-    assert!(objects.join("pack").is_dir());
-    assert!(names_in(&objects.join("pack"))?.is_empty());
-    Ok(())
-}
+async fn corrupt_downloads_are_refused_and_deleted() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (record, made) = f.pack(5000).await?;
+    let pack = pack_key(REPO, &record.name, "pack");
+    let index = pack_key(REPO, &record.name, "idx");
 
-#[tokio::test]
-async fn a_cached_file_of_the_wrong_size_is_replaced() -> anyhow::Result<()> {
-    let f = fixture(false)?;
-    let record = store_pack(&*f.store, &f.scratch, "pack-aa", b"full pack", b"index").await?;
-    let pack_dir = f.cache_root.join("repos/7/objects/pack");
-    std::fs::create_dir_all(&pack_dir)?;
-    std::fs::write(pack_dir.join("pack-aa.pack"), b"trunc")?;
+    // One flipped byte in the middle of the pack.
+    let mut flipped = made.pack.clone();
+    flipped[made.pack.len() / 2] ^= 0x40;
+    tamper(&f, &pack, &flipped)?;
+    let error = f
+        .cache
+        .materialize(REPO, std::slice::from_ref(&record))
+        .await
+        .expect_err("a corrupt pack");
+    assert_corrupt(&error, &pack);
+    assert!(f.cached()?.is_empty(), "nothing is left in the cache");
 
+    // A pack whose trailer matches its content but not its name.
+    let mut other = made.pack.clone();
+    let (content, trailer) = other.split_at_mut(made.pack.len() - 20);
+    content[content.len() / 2] ^= 0x40;
+    let mut hasher = gix_hash::hasher(gix_hash::Kind::Sha1);
+    hasher.update(content);
+    let digest = hasher
+        .try_finalize()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    trailer.copy_from_slice(digest.as_bytes());
+    tamper(&f, &pack, &other)?;
+    let error = f
+        .cache
+        .materialize(REPO, std::slice::from_ref(&record))
+        .await
+        .expect_err("a pack of another name");
+    assert_corrupt(&error, &pack);
+    assert!(f.cached()?.is_empty());
+
+    // A corrupt index of a good pack.
+    tamper(&f, &pack, &made.pack)?;
+    let mut flipped = made.index.clone();
+    flipped[100] ^= 1;
+    tamper(&f, &index, &flipped)?;
+    let error = f
+        .cache
+        .materialize(REPO, std::slice::from_ref(&record))
+        .await
+        .expect_err("a corrupt index");
+    assert_corrupt(&error, &index);
+    assert!(f.cached()?.is_empty());
+
+    // Restored, it is served.
+    tamper(&f, &index, &made.index)?;
     f.cache.materialize(REPO, &[record]).await?;
-    assert_eq!(std::fs::read(pack_dir.join("pack-aa.pack"))?, b"full pack");
-    assert_eq!(f.store.downloads(), 2);
     Ok(())
 }
 
 #[tokio::test]
-async fn a_pack_missing_from_the_store_is_an_error_and_leaves_no_index() -> anyhow::Result<()> {
+async fn files_of_the_wrong_size_are_refused() -> anyhow::Result<()> {
     for expose_local_paths in [true, false] {
-        let f = fixture(expose_local_paths)?;
+        let mut f = fixture(expose_local_paths, MIB)?;
+        let (record, _) = f.pack(5000).await?;
+        let mut wrong = record.clone();
+        wrong.pack_size += 1;
+        let error = f
+            .cache
+            .materialize(REPO, &[wrong])
+            .await
+            .expect_err("a pack of another size");
+        assert_corrupt(&error, &pack_key(REPO, &record.name, "pack"));
+        let mut wrong = record.clone();
+        wrong.index_size -= 1;
+        let error = f
+            .cache
+            .materialize(REPO, &[wrong])
+            .await
+            .expect_err("an index of another size");
+        assert_corrupt(&error, &pack_key(REPO, &record.name, "idx"));
+        assert!(f.cached()?.is_empty());
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn names_with_an_upload_suffix_are_verified_too() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (_, made) = f.pack(1000).await?;
+    let name = format!("{}-0a1b2c3d", made.name);
+    let record = store_files(&*f.store, &f.scratch, &name, &made.pack, &made.index).await?;
+    let lease = f
+        .cache
+        .materialize(REPO, std::slice::from_ref(&record))
+        .await?;
+    assert_eq!(snapshot_files(&lease)?, files_of(&[&record]));
+
+    // The same content under the name of another checksum is refused.
+    let forged = format!("pack-{}", "0".repeat(40));
+    let record = store_files(&*f.store, &f.scratch, &forged, &made.pack, &made.index).await?;
+    let error = f
+        .cache
+        .materialize(REPO, &[record])
+        .await
+        .expect_err("the checksum differs from the name");
+    assert_corrupt(&error, &pack_key(REPO, &forged, "pack"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pack_missing_from_the_store_is_an_error_and_leaves_nothing() -> anyhow::Result<()> {
+    for expose_local_paths in [true, false] {
+        let f = fixture(expose_local_paths, MIB)?;
         let record = PackRecord {
-            name: "pack-gone".into(),
+            name: format!("pack-{}", "ab".repeat(20)),
             pack_size: 10,
             index_size: 10,
             object_count: 1,
@@ -253,25 +604,23 @@ async fn a_pack_missing_from_the_store_is_an_error_and_leaves_no_index() -> anyh
         assert!(
             matches!(
                 &error,
-                PackCacheError::Store {
-                    source: ObjectStoreError::NotFound { .. }
-                }
+                PackCacheError::Store { source, .. } if matches!(**source, ObjectStoreError::NotFound { .. })
             ),
             "{error:?}"
         );
-        let pack_dir = f.cache_root.join("repos/7/objects/pack");
         assert!(
-            names_in(&pack_dir)?.is_empty(),
+            f.cached()?.is_empty(),
             "no partial or temporary files remain"
         );
+        assert!(names_in(&f.cache_root.join("snapshots"))?.is_empty());
     }
     Ok(())
 }
 
 #[tokio::test]
 async fn invalid_pack_names_are_refused() -> anyhow::Result<()> {
-    let f = fixture(true)?;
-    for name in ["../../escape", "pack/x", ""] {
+    let f = fixture(true, MIB)?;
+    for name in ["../../escape", "pack/x", "", "pack-aa"] {
         let record = PackRecord {
             name: name.into(),
             pack_size: 0,
@@ -293,98 +642,121 @@ async fn invalid_pack_names_are_refused() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn evicting_a_repository_removes_its_cache() -> anyhow::Result<()> {
-    let f = fixture(true)?;
-    let record = store_pack(&*f.store, &f.scratch, "pack-aa", b"pack", b"idx").await?;
-    let objects = f
+async fn evicting_a_repository_removes_its_cached_packs() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (record, _) = f.pack(1000).await?;
+    let lease = f
         .cache
         .materialize(REPO, std::slice::from_ref(&record))
         .await?;
-    let other = f.cache.materialize(RepoId(8), &[]).await?;
 
+    f.cache.evict_repo(RepoId(8)).await?;
+    assert_eq!(f.cached()?, files_of(&[&record]), "other repositories stay");
     f.cache.evict_repo(REPO).await?;
-    assert!(!f.cache_root.join("repos/7").exists());
-    assert!(other.is_dir(), "other repositories stay cached");
+    assert_eq!(
+        f.cached()?,
+        files_of(&[&record]),
+        "in use: removed on release"
+    );
+    drop(lease);
+    assert!(f.cached()?.is_empty());
+    assert_eq!(f.cache.stats().bytes, 0);
+
     // Evicting twice is fine, and the repository can be materialized again.
     f.cache.evict_repo(REPO).await?;
-    assert_eq!(f.cache.materialize(REPO, &[record]).await?, objects);
-    assert!(objects.join("pack/pack-aa.idx").is_file());
+    f.cache
+        .materialize(REPO, std::slice::from_ref(&record))
+        .await?;
+    assert_eq!(f.store.downloads(), 4);
     // The store keeps its objects.
     assert_eq!(
-        f.store.size(&pack_key(REPO, "pack-aa", "pack")).await?,
-        Some(4)
+        f.store.size(&pack_key(REPO, &record.name, "pack")).await?,
+        Some(record.pack_size)
     );
     Ok(())
 }
 
-fn git(directory: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(directory)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+#[tokio::test]
+async fn a_restart_keeps_the_cache_and_removes_stale_snapshots() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (a, _) = f.pack(40_000).await?;
+    let (b, _) = f.pack(40_000).await?;
+    drop(f.cache.materialize(REPO, std::slice::from_ref(&a)).await?);
+    // Modification times order the rebuilt index.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(f.cache.materialize(REPO, std::slice::from_ref(&b)).await?);
+    let stale = f.cache_root.join("snapshots/snapshot-old/objects/pack");
+    std::fs::create_dir_all(&stale)?;
+    std::fs::write(f.cache_root.join("packs/7/.nimbus-tmp-partial"), b"half")?;
+    let bytes = f.cache.stats().bytes;
+
+    f.reopen(MIB)?;
+    assert!(!f.cache_root.join("snapshots/snapshot-old").exists());
+    assert_eq!(
+        f.cached()?,
+        files_of(&[&a, &b]),
+        "temporary files are removed"
     );
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    assert_eq!(f.cache.stats().bytes, bytes);
+    drop(f.cache.materialize(REPO, &[a.clone(), b.clone()]).await?);
+    assert_eq!(f.store.downloads(), 4, "served from the rebuilt index");
+
+    // A smaller bound at start-up evicts the oldest first.
+    f.reopen(a.pack_size + a.index_size + 1000)?;
+    assert_eq!(f.cached()?, files_of(&[&b]));
+    Ok(())
 }
 
-/// Real git is the reference: it must read objects from the materialized
-/// directory.
 #[tokio::test]
-async fn git_reads_objects_from_the_materialized_directory() -> anyhow::Result<()> {
+async fn an_emptied_cache_directory_is_filled_again() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (record, _) = f.pack(1000).await?;
+    drop(
+        f.cache
+            .materialize(REPO, std::slice::from_ref(&record))
+            .await?,
+    );
+    let in_use = f
+        .cache
+        .materialize(REPO, std::slice::from_ref(&record))
+        .await?;
+
+    // Someone deletes the whole cache directory.
+    std::fs::remove_dir_all(&f.cache_root)?;
+    let lease = f
+        .cache
+        .materialize(REPO, std::slice::from_ref(&record))
+        .await?;
+    assert_eq!(snapshot_files(&lease)?, files_of(&[&record]));
+    assert_eq!(f.store.downloads(), 4, "downloaded again");
+    drop((in_use, lease));
+    assert_eq!(f.cached()?, files_of(&[&record]));
+    Ok(())
+}
+
+/// Real git is the reference: it must read objects from the snapshot.
+#[tokio::test]
+async fn git_reads_objects_from_a_snapshot() -> anyhow::Result<()> {
     for expose_local_paths in [true, false] {
-        let f = fixture(expose_local_paths)?;
-        let work = f.scratch.join("work");
-        std::fs::create_dir(&work)?;
-        git(&work, &["init", "--quiet"])?;
-        std::fs::write(work.join("hello.txt"), "hello from nimbus\n")?;
-        git(&work, &["add", "hello.txt"])?;
-        git(&work, &["commit", "--quiet", "-m", "first"])?;
-        git(&work, &["repack", "-a", "-d", "--quiet"])?;
-        let commit = git(&work, &["rev-parse", "HEAD"])?;
-        let blob = git(&work, &["rev-parse", "HEAD:hello.txt"])?;
-
-        let git_pack_dir = work.join(".git/objects/pack");
-        let pack_file = names_in(&git_pack_dir)?
-            .into_iter()
-            .find(|name| name.ends_with(".pack"))
-            .ok_or_else(|| anyhow::anyhow!("git repack wrote no pack"))?;
-        let name = pack_file.trim_end_matches(".pack").to_owned();
-        let pack = std::fs::read(git_pack_dir.join(format!("{name}.pack")))?;
-        let index = std::fs::read(git_pack_dir.join(format!("{name}.idx")))?;
-        let record = store_pack(&*f.store, &f.scratch, &name, &pack, &index).await?;
-
-        let objects = f.cache.materialize(REPO, &[record]).await?;
+        let mut f = fixture(expose_local_paths, MIB)?;
+        let (record, made) = f.pack(1000).await?;
+        let content = noise(f.packs_made as u64, 1000);
+        let lease = f.cache.materialize(REPO, &[record]).await?;
 
         let empty = f.scratch.join("empty.git");
         git(&f.scratch, &["init", "--quiet", "--bare", "empty.git"])?;
         let output = Command::new("git")
-            .args(["cat-file", "-p", &blob])
+            .args(["cat-file", "blob", &made.blob])
             .current_dir(&empty)
             .env("GIT_DIR", &empty)
-            .env("GIT_OBJECT_DIRECTORY", &objects)
+            .env("GIT_OBJECT_DIRECTORY", lease.objects_dir())
             .output()?;
         assert!(
             output.status.success(),
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert_eq!(output.stdout, b"hello from nimbus\n");
-        let output = Command::new("git")
-            .args(["cat-file", "-t", &commit])
-            .current_dir(&empty)
-            .env("GIT_DIR", &empty)
-            .env("GIT_OBJECT_DIRECTORY", &objects)
-            .output()?;
-        assert_eq!(output.stdout, b"commit\n");
+        assert_eq!(output.stdout, content);
     }
     Ok(())
 }

@@ -51,6 +51,12 @@ struct StorageArgs {
     /// directory.
     #[arg(long, env = "NIMBUS_OBJECT_STORE", global = true)]
     object_store: Option<String>,
+    /// Disk space for packs downloaded into the local cache, in MiB; least
+    /// recently used packs are evicted beyond it (packs that requests are
+    /// reading stay until they finish). Packs hard-linked from a local
+    /// object store take no space and are not counted.
+    #[arg(long, env = "NIMBUS_CACHE_MIB", default_value_t = 2048, global = true)]
+    cache_mib: u64,
     /// Log filter, e.g. `info` or `nimbus_git=debug` (RUST_LOG syntax).
     #[arg(long, env = "NIMBUS_LOG", default_value = "info", global = true)]
     log: String,
@@ -161,7 +167,13 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
         Some(url) => PathBuf::from(url.strip_prefix("file://").unwrap_or(url)),
     };
     let store: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(objects_dir));
-    let cache = PackCache::new(data.join("cache"), store.clone());
+    let cache_dir = data.join("cache");
+    let cache = PackCache::new(
+        cache_dir.clone(),
+        store.clone(),
+        storage.cache_mib.saturating_mul(1 << 20),
+    )
+    .with_context(|| format!("cannot open the pack cache in {}", cache_dir.display()))?;
     let max_pack_bytes = serve
         .map(|s| s.max_pack_mib)
         .unwrap_or(4096)
