@@ -429,8 +429,8 @@ impl GitService {
     /// Remove everything stored for a deleted repository.
     pub async fn purge(&self, repo: &Repository) -> Result<(), ServiceError> {
         let prefix = nimbus_types::storage::repo_prefix(repo.id);
-        for key in self.store.list(&prefix).await? {
-            self.store.delete(&key).await?;
+        for object in self.store.list(&prefix).await? {
+            self.store.delete(&object.key).await?;
         }
         self.cache.evict_repo(repo.id).await?;
         Ok(())

@@ -8,6 +8,7 @@
 mod local;
 mod pack_cache;
 mod postgres;
+mod s3;
 mod shared;
 mod sql;
 mod sqlite;
@@ -15,5 +16,6 @@ mod sqlite;
 pub use local::LocalObjectStore;
 pub use pack_cache::{PackCache, PackCacheError, PackCacheStats, PackLease};
 pub use postgres::{PgError, PgMetadata};
+pub use s3::{S3Config, S3ConfigError, S3Error, S3ObjectStore};
 pub use sql::StoredValueError;
 pub use sqlite::{SqliteError, SqliteMetadata};

@@ -1,6 +1,6 @@
 //! An object store in a local directory: each key is a file below the root.
 
-use nimbus_types::storage::{ObjectStore, ObjectStoreError};
+use nimbus_types::storage::{ObjectInfo, ObjectStore, ObjectStoreError};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,9 @@ impl LocalObjectStore {
 
 /// A key is a relative path of plain components: no empty, `.` or `..`
 /// component, nothing that could escape the root or alias another key.
-fn is_valid_key(key: &str) -> bool {
+/// Every backend accepts the same keys, so a key valid in one store is
+/// valid in all.
+pub(crate) fn is_valid_key(key: &str) -> bool {
     !key.is_empty()
         && !key.contains('\0')
         && key.split('/').all(|component| {
@@ -139,13 +141,13 @@ fn get_to_file_blocking(
     Ok(())
 }
 
-/// Collect the keys of all files below `directory` (whose key prefix is
-/// `directory_key`, empty or ending in `/`) that start with `prefix`.
+/// Collect all files below `directory` (whose key prefix is
+/// `directory_key`, empty or ending in `/`) whose keys start with `prefix`.
 fn list_blocking(
     directory: &Path,
     directory_key: &str,
     prefix: &str,
-    keys: &mut Vec<String>,
+    objects: &mut Vec<ObjectInfo>,
 ) -> io::Result<()> {
     let entries = match fs::read_dir(directory) {
         Ok(entries) => entries,
@@ -167,13 +169,43 @@ fn list_blocking(
             let subdirectory_key = format!("{key}/");
             // Only descend where a key with the prefix can be.
             if subdirectory_key.starts_with(prefix) || prefix.starts_with(&subdirectory_key) {
-                list_blocking(&entry.path(), &subdirectory_key, prefix, keys)?;
+                list_blocking(&entry.path(), &subdirectory_key, prefix, objects)?;
             }
         } else if file_type.is_file() && key.starts_with(prefix) {
-            keys.push(key);
+            let metadata = match entry.metadata() {
+                Ok(metadata) => metadata,
+                // Deleted since the directory was read.
+                Err(error) if is_missing(&error) => continue,
+                Err(error) => return Err(error),
+            };
+            objects.push(ObjectInfo {
+                key,
+                size: metadata.len(),
+                modified: metadata.modified()?,
+            });
         }
     }
     Ok(())
+}
+
+/// The object directory failed [`ObjectStore::check`].
+#[derive(Debug, thiserror::Error)]
+#[error("the object directory {} cannot be created or written", directory.display())]
+struct NotWritable {
+    directory: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// Create the root if needed, then write, sync and remove a probe file in it.
+fn check_blocking(root: &Path) -> io::Result<()> {
+    fs::create_dir_all(root)?;
+    let mut probe = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(root)?;
+    io::Write::write_all(probe.as_file_mut(), b"nimbus start-up check")?;
+    probe.as_file().sync_all()?;
+    probe.close()
 }
 
 #[async_trait::async_trait]
@@ -221,13 +253,27 @@ impl ObjectStore for LocalObjectStore {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectStoreError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectStoreError> {
         let root = self.root.clone();
         let owned_prefix = prefix.to_owned();
         blocking(prefix, move || {
-            let mut keys = Vec::new();
-            list_blocking(&root, "", &owned_prefix, &mut keys).map_err(io_error(&owned_prefix))?;
-            Ok(keys)
+            let mut objects = Vec::new();
+            list_blocking(&root, "", &owned_prefix, &mut objects)
+                .map_err(io_error(&owned_prefix))?;
+            Ok(objects)
+        })
+        .await
+    }
+
+    async fn check(&self) -> Result<(), ObjectStoreError> {
+        let root = self.root.clone();
+        blocking("", move || {
+            check_blocking(&root).map_err(|source| {
+                ObjectStoreError::Unavailable(Box::new(NotWritable {
+                    directory: root.clone(),
+                    source,
+                }))
+            })
         })
         .await
     }

@@ -4,7 +4,7 @@
 use nimbus_store::{LocalObjectStore, PackCache, PackCacheError, PackLease};
 use nimbus_types::RepoId;
 use nimbus_types::metadata::PackRecord;
-use nimbus_types::storage::{ObjectStore, ObjectStoreError, pack_key};
+use nimbus_types::storage::{ObjectInfo, ObjectStore, ObjectStoreError, pack_key};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -49,8 +49,11 @@ impl ObjectStore for CountingStore {
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {
         self.inner.delete(key).await
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectStoreError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectStoreError> {
         self.inner.list(prefix).await
+    }
+    async fn check(&self) -> Result<(), ObjectStoreError> {
+        self.inner.check().await
     }
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         if self.expose_local_paths {

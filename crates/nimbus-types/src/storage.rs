@@ -6,6 +6,18 @@
 
 use crate::repo::RepoId;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// One stored object, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object's key (relative to the store, as passed to `put_file`).
+    pub key: String,
+    /// The object's size in bytes.
+    pub size: u64,
+    /// When the object was written.
+    pub modified: SystemTime,
+}
 
 /// Failures of an object store backend.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +38,11 @@ pub enum ObjectStoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The store as configured cannot be used at all (a missing bucket or
+    /// directory, no permission, an unreachable endpoint); the backend's
+    /// error says which.
+    #[error(transparent)]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// One backend for immutable blobs (local directory, S3, ...).
@@ -45,8 +62,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Remove the object at `key`; removing a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError>;
 
-    /// All keys starting with `prefix`, in no particular order.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectStoreError>;
+    /// All objects whose keys start with `prefix`, in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectStoreError>;
+
+    /// A cheap probe that the store as configured is usable (it exists, can
+    /// be reached, and objects can be written and deleted), so a bad
+    /// configuration stops start-up instead of failing the first push.
+    async fn check(&self) -> Result<(), ObjectStoreError>;
 
     /// For backends that keep objects as local files: the file holding `key`,
     /// so a cache can link it instead of copying.
