@@ -9,6 +9,7 @@
 pub mod advertise;
 pub mod bundle;
 pub mod fetch_client;
+pub mod maintenance;
 pub mod objects;
 pub mod pktline;
 pub mod receive_pack;

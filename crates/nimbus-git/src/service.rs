@@ -15,7 +15,7 @@ use bstr::BString;
 use bytes::Bytes;
 use nimbus_store::{PackCache, PackCacheError};
 use nimbus_types::metadata::{
-    MetadataError, MetadataStore, PackRecord, PushRecord, RefUpdateRejection,
+    MetadataError, MetadataStore, PackRecord, PushRecord, RefUpdateRejection, RepoState,
 };
 use nimbus_types::storage::{ObjectStore, ObjectStoreError, pack_key};
 use nimbus_types::{Ref, RefName, Repository};
@@ -73,6 +73,12 @@ pub struct Snapshot {
     pub refs: Vec<Ref>,
     pub head: Head,
     pub db: ObjectDb,
+    /// The packs `db` was opened over.
+    pub packs: Vec<PackRecord>,
+    /// The pack generation `db` was opened at (see `PushRecord`).
+    pub pack_generation: i64,
+    /// The ref version `refs` were read at.
+    pub ref_version: i64,
 }
 
 /// How often `snapshot` materializes and opens a repository's packs before
@@ -81,15 +87,19 @@ const SNAPSHOT_ATTEMPTS: u32 = 3;
 
 /// Serves git for every repository.
 pub struct GitService {
-    meta: Arc<dyn MetadataStore>,
-    store: Arc<dyn ObjectStore>,
+    pub(crate) meta: Arc<dyn MetadataStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     cache: PackCache,
-    config: GitServiceConfig,
+    pub(crate) config: GitServiceConfig,
 }
 
 /// Chunks of response body, sent as they are produced; the bounded
 /// channel is the back-pressure between the engine and the client.
 pub type BodyReceiver = mpsc::Receiver<io::Result<Bytes>>;
+
+/// How many times a push is checked again because garbage collection
+/// replaced the packs under it, before it gives up.
+const MAX_RECHECKS: usize = 3;
 
 /// How many response chunks may wait for a slow client.
 const RESPONSE_CHANNEL_CHUNKS: usize = 16;
@@ -147,8 +157,12 @@ impl GitService {
 
     /// Read the repository's refs and make its packs available locally.
     pub async fn snapshot(&self, repo: &Repository) -> Result<Snapshot, ServiceError> {
-        let refs = self.meta.refs(repo.id).await?;
-        let packs = self.meta.packs(repo.id).await?;
+        let RepoState {
+            refs,
+            packs,
+            pack_generation,
+            ref_version,
+        } = self.meta.repo_state(repo.id).await?;
         let pack_count = packs.len();
         let mut attempt = 1;
         let db = loop {
@@ -172,7 +186,14 @@ impl GitService {
             }
         };
         let head = Head::resolve(head_branch(repo)?, &refs);
-        Ok(Snapshot { refs, head, db })
+        Ok(Snapshot {
+            refs,
+            head,
+            db,
+            packs,
+            pack_generation,
+            ref_version,
+        })
     }
 
     /// The body of `GET info/refs?service=...` (without the HTTP-only
@@ -346,12 +367,34 @@ impl GitService {
                     Some(pack) => vec![self.upload(repo, pack).await?],
                     None => Vec::new(),
                 };
-                let record = PushRecord {
+                let mut record = PushRecord {
                     packs: packs.clone(),
                     updates,
                     atomic: request.capabilities.atomic,
+                    pack_generation: snapshot.pack_generation,
                 };
-                let outcomes = self.meta.apply_push(repo.id, &record).await?;
+                let mut received = received;
+                let mut attempts = 0;
+                let outcomes = loop {
+                    match self.meta.apply_push(repo.id, &record).await {
+                        Err(MetadataError::PacksReplaced) if attempts < MAX_RECHECKS => {
+                            attempts += 1;
+                            let (fresh, pack, still_valid) = self
+                                .recheck_push(repo, received, &request.commands, &record.updates)
+                                .await?;
+                            received = pack;
+                            if !still_valid {
+                                break record
+                                    .updates
+                                    .iter()
+                                    .map(|_| Err(RefUpdateRejection::ObjectsRemoved))
+                                    .collect();
+                            }
+                            record.pack_generation = fresh;
+                        }
+                        result => break result?,
+                    }
+                };
                 if !outcomes.iter().any(|o| o.is_ok()) {
                     for pack in &packs {
                         self.remove_pack(repo, &pack.name).await;
@@ -373,6 +416,10 @@ impl GitService {
                             "cannot lock ref '{}': '{}' exists; cannot create '{}'",
                             command.name, existing, command.name
                         )),
+                        Some(Err(RefUpdateRejection::ObjectsRemoved)) => Err(
+                            "objects this push needs were removed by garbage collection while it ran; push again"
+                                .to_owned(),
+                        ),
                         Some(Err(RefUpdateRejection::AtomicPushFailed)) | None => {
                             Err("atomic push failure".to_owned())
                         }
@@ -394,21 +441,52 @@ impl GitService {
         Ok(out)
     }
 
+    /// Check a received push again against the repository's current packs,
+    /// after garbage collection replaced the ones it was checked against.
+    /// Returns the new pack generation, the pack (handed back), and whether
+    /// everything the push refers to still exists.
+    async fn recheck_push(
+        &self,
+        repo: &Repository,
+        received: Option<Box<ReceivedPack>>,
+        commands: &[crate::receive_pack::request::Command],
+        updates: &[nimbus_types::RefUpdate],
+    ) -> Result<(i64, Option<Box<ReceivedPack>>, bool), ServiceError> {
+        let fresh = self.snapshot(repo).await?;
+        let commands = commands.to_vec();
+        let updates = updates.to_vec();
+        let current_branch = fresh.head.symref.clone();
+        let db = fresh.db.clone();
+        let (received, valid) = tokio::task::spawn_blocking(move || {
+            let objects_ok = received
+                .as_deref()
+                .is_none_or(|pack| ingest::check_objects(&pack.bundle, &db).is_ok());
+            let checked = check_commands(&commands, received.as_deref(), &db, &current_branch);
+            let still_checked: Vec<_> = checked.into_iter().filter_map(Result::ok).collect();
+            (received, objects_ok && still_checked == updates)
+        })
+        .await?;
+        tracing::info!(repo = %repo.name, valid, "push checked again after garbage collection");
+        Ok((fresh.pack_generation, received, valid))
+    }
+
     /// Upload a received pack and its index; the pack goes first, so an
-    /// index in the store always has its pack.
-    async fn upload(
+    /// index in the store always has its pack. The stored name gets a
+    /// unique upload id (see `PackRecord`).
+    pub(crate) async fn upload(
         &self,
         repo: &Repository,
         pack: &ReceivedPack,
     ) -> Result<PackRecord, ServiceError> {
+        let name = format!("{}-{:016x}", pack.name, rand::random::<u64>());
         self.store
-            .put_file(&pack_key(repo.id, &pack.name, "pack"), &pack.pack_path)
+            .put_file(&pack_key(repo.id, &name, "pack"), &pack.pack_path)
             .await?;
         self.store
-            .put_file(&pack_key(repo.id, &pack.name, "idx"), &pack.index_path)
+            .put_file(&pack_key(repo.id, &name, "idx"), &pack.index_path)
             .await?;
         Ok(PackRecord {
-            name: pack.name.clone(),
+            name,
             pack_size: pack.pack_size,
             index_size: pack.index_size,
             object_count: pack.object_count,
@@ -418,7 +496,7 @@ impl GitService {
 
     /// Remove an unreferenced upload (best effort; garbage collection
     /// catches what this misses).
-    async fn remove_pack(&self, repo: &Repository, name: &str) {
+    pub(crate) async fn remove_pack(&self, repo: &Repository, name: &str) {
         for extension in ["idx", "pack"] {
             if let Err(err) = self.store.delete(&pack_key(repo.id, name, extension)).await {
                 tracing::warn!(repo = %repo.name, pack = name, error = %err, "could not remove unused pack");
