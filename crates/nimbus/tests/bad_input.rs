@@ -135,16 +135,7 @@ fn state(server: &NimbusServer, git: &Git, name: &str) -> State {
         .json()["id"]
         .as_i64()
         .expect("repository id");
-    let dir = server.data_dir().join(format!("objects/repos/{id}/pack"));
-    let mut stored_files: Vec<String> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    stored_files.sort();
+    let stored_files = server.stored_keys(&format!("repos/{id}/pack/"));
     State {
         refs: git.ls_remote(&server.url(name), &[]),
         stored_files,

@@ -1,73 +1,51 @@
-//! Several `nimbus serve` processes on one PostgreSQL database and one
-//! object store: a push through one is visible through the other at once,
-//! and of two pushes racing on one ref through different processes exactly
-//! one wins. Needs `NIMBUS_TEST_POSTGRES_URL` (scripts/test starts
-//! PostgreSQL and sets it).
+//! Several `nimbus serve` processes on one PostgreSQL database and one S3
+//! bucket (the production configuration; scripts/test starts both
+//! services): a push through one is visible through the others at once; of
+//! pushes racing on one ref through different processes exactly one wins;
+//! a process killed with SIGKILL in the middle of a push leaves no visible
+//! partial state, and the next push works.
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use support::cloud::{cloud_env, fresh_bucket, fresh_database, unique_name};
 use support::{Git, NimbusServer, ServerOptions};
 
-fn postgres_url() -> String {
-    std::env::var("NIMBUS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "NIMBUS_TEST_POSTGRES_URL is not set; scripts/test starts PostgreSQL \
-             (or run: export NIMBUS_TEST_POSTGRES_URL=\"$(scripts/postgres)\")"
-        )
-    })
+/// The storage settings all processes of one test share.
+struct SharedStorage {
+    env: Vec<(String, String)>,
 }
 
-/// A fresh database for one test, on the test server.
-fn fresh_database(name: &str) -> String {
-    let admin = postgres_url();
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        let output = Command::new("psql")
-            .arg(&admin)
-            .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", &statement])
-            .output()
-            .expect("run psql");
-        assert!(
-            output.status.success(),
-            "{statement}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+impl SharedStorage {
+    fn fresh(test: &str) -> Self {
+        let name = unique_name(&format!("nimbus_e2e_{test}"));
+        let database = fresh_database(&name);
+        let bucket = fresh_bucket(&name);
+        SharedStorage {
+            env: cloud_env(&database, &bucket, "shared"),
+        }
     }
-    let base = admin
-        .rsplit_once('/')
-        .map(|(base, _)| base)
-        .expect("a database URL ends in /<database>");
-    format!("{base}/{name}")
-}
 
-/// Two servers sharing `database` and the object store directory `objects`.
-fn pair(database: &str, objects: &Path) -> (NimbusServer, NimbusServer) {
-    let options = || ServerOptions {
-        env: vec![
-            ("NIMBUS_DATABASE_URL".into(), database.into()),
-            (
-                "NIMBUS_OBJECT_STORE".into(),
-                objects.to_str().expect("utf-8 path").into(),
-            ),
-        ],
-        ..ServerOptions::default()
-    };
-    // One after the other: the first creates the owner, the second finds it.
-    let first = NimbusServer::start_with(options());
-    let second = NimbusServer::start_with(options());
-    (first, second)
+    /// One more server process on this storage.
+    fn server(&self) -> NimbusServer {
+        NimbusServer::start_with(ServerOptions {
+            env: self.env.clone(),
+            ..ServerOptions::default()
+        })
+    }
+
+    /// Three processes, started one after the other: the first creates the
+    /// owner, the others find it.
+    fn trio(&self) -> [NimbusServer; 3] {
+        [self.server(), self.server(), self.server()]
+    }
 }
 
 #[test]
 fn a_push_through_one_process_is_visible_through_another_at_once() {
-    let database = fresh_database("nimbus_side_by_side_visible");
-    let objects = tempfile::tempdir().expect("tempdir");
-    let (a, b) = pair(&database, objects.path());
+    let storage = SharedStorage::fresh("visible");
+    let [a, b, c] = storage.trio();
     let git = Git::new(2);
     a.create_repo("shared", false);
     let work = tempfile::tempdir().expect("tempdir");
@@ -79,24 +57,36 @@ fn a_push_through_one_process_is_visible_through_another_at_once() {
             &[("file.txt", format!("{i}\n"))],
             1_700_000_000 + i,
         );
-        git.run(work.path(), &["push", "-q", &a.push_url("shared"), "main"]);
-        // No delay: the second process must see the ref right away.
-        assert_eq!(
-            git.ls_remote(&b.url("shared"), &["refs/heads/main"]),
-            vec![format!("{head}\trefs/heads/main")]
+        // Each push through another process.
+        let (pusher, readers) = match i {
+            0 => (&a, [&b, &c]),
+            1 => (&b, [&c, &a]),
+            _ => (&c, [&a, &b]),
+        };
+        git.run(
+            work.path(),
+            &["push", "-q", &pusher.push_url("shared"), "main"],
         );
-        let clone = tempfile::tempdir().expect("tempdir");
-        git.run(clone.path(), &["clone", "-q", &b.url("shared"), "c"]);
-        assert_eq!(git.rev_parse(&clone.path().join("c"), "HEAD"), head);
-        git.fsck(&clone.path().join("c"));
+        for reader in readers {
+            // No delay: the other processes must see the ref right away,
+            // and serve its objects from the bucket.
+            assert_eq!(
+                git.ls_remote(&reader.url("shared"), &["refs/heads/main"]),
+                vec![format!("{head}\trefs/heads/main")]
+            );
+            let clone = tempfile::tempdir().expect("tempdir");
+            git.run(clone.path(), &["clone", "-q", &reader.url("shared"), "c"]);
+            assert_eq!(git.rev_parse(&clone.path().join("c"), "HEAD"), head);
+            git.fsck(&clone.path().join("c"));
+        }
     }
 }
 
 #[test]
-fn racing_pushes_through_two_processes_have_exactly_one_winner() {
-    let database = fresh_database("nimbus_side_by_side_race");
-    let objects = tempfile::tempdir().expect("tempdir");
-    let (a, b) = pair(&database, objects.path());
+fn racing_pushes_through_three_processes_have_exactly_one_winner() {
+    let storage = SharedStorage::fresh("race");
+    let servers = storage.trio();
+    let [a, b, c] = &servers;
     let git = Git::new(2);
     a.create_repo("race", false);
     let seed = tempfile::tempdir().expect("tempdir");
@@ -104,8 +94,8 @@ fn racing_pushes_through_two_processes_have_exactly_one_winner() {
     let mut base = git.commit(seed.path(), "base", &[("f", "base\n")], 1_700_000_000);
     git.run(seed.path(), &["push", "-q", &a.push_url("race"), "main"]);
     for round in 0..5u64 {
-        // Two clients, each one commit ahead of the same base.
-        let clients: Vec<(tempfile::TempDir, String, String)> = [&a, &b]
+        // Three clients, each one commit ahead of the same base.
+        let clients: Vec<(tempfile::TempDir, String, String)> = [a, b, c]
             .iter()
             .enumerate()
             .map(|(i, server)| {
@@ -121,7 +111,7 @@ fn racing_pushes_through_two_processes_have_exactly_one_winner() {
                 (dir, head, server.push_url("race"))
             })
             .collect();
-        let barrier = Arc::new(Barrier::new(2));
+        let barrier = Arc::new(Barrier::new(3));
         let results: Vec<(String, bool, String)> = std::thread::scope(|scope| {
             let handles: Vec<_> = clients
                 .iter()
@@ -143,14 +133,15 @@ fn racing_pushes_through_two_processes_have_exactly_one_winner() {
         });
         let winners: Vec<&(String, bool, String)> = results.iter().filter(|r| r.1).collect();
         assert_eq!(winners.len(), 1, "round {round}: {results:#?}");
-        let loser = results.iter().find(|r| !r.1).expect("one loser");
-        assert!(
-            loser.2.contains("rejected") || loser.2.contains("failed"),
-            "round {round}: {}",
-            loser.2
-        );
+        for loser in results.iter().filter(|r| !r.1) {
+            assert!(
+                loser.2.contains("rejected") || loser.2.contains("failed"),
+                "round {round}: {}",
+                loser.2
+            );
+        }
         let winner = &winners[0].0;
-        for server in [&a, &b] {
+        for server in [a, b, c] {
             assert_eq!(
                 git.ls_remote(&server.url("race"), &["refs/heads/main"]),
                 vec![format!("{winner}\trefs/heads/main")]
@@ -162,4 +153,104 @@ fn racing_pushes_through_two_processes_have_exactly_one_winner() {
         assert_ne!(*winner, base);
         base = winner.clone();
     }
+}
+
+/// Incompressible bytes, so a push takes long enough to be interrupted.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+#[test]
+fn a_process_killed_during_a_push_leaves_no_partial_state() {
+    let storage = SharedStorage::fresh("killed");
+    let [a, b] = [storage.server(), storage.server()];
+    let git = Git::new(2);
+    a.create_repo("killed", false);
+    let work = tempfile::tempdir().expect("tempdir");
+    git.init(work.path());
+    let mut current = git.commit(work.path(), "base", &[("f", "base\n")], 1_700_000_000);
+    git.run(work.path(), &["push", "-q", &a.push_url("killed"), "main"]);
+
+    // Kill the receiving process at different points of a large push:
+    // while the pack arrives, while it is indexed, while it is uploaded.
+    let mut interrupted = 0;
+    for (round, delay_ms) in [150u64, 400, 800, 1500, 3000].into_iter().enumerate() {
+        let victim = storage.server();
+        let head = git.commit(
+            work.path(),
+            &format!("large {round}"),
+            &[(
+                format!("large{round}.bin").as_str(),
+                noise(round as u64 + 7, 24 << 20),
+            )],
+            1_700_000_100 + round as u64,
+        );
+        let url = victim.push_url("killed");
+        let pusher = {
+            let git = git.clone();
+            let dir = work.path().to_owned();
+            std::thread::spawn(move || git.output(&dir, &["push", "-q", &url, "main"]))
+        };
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let pid = victim.pid();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success(), "kill -KILL {pid}");
+        let pushed = pusher.join().expect("push thread");
+        drop(victim);
+
+        // Either the push committed before the kill or nothing of it is
+        // visible; every process agrees, and clones are complete.
+        let visible = git.ls_remote(&b.url("killed"), &["refs/heads/main"]);
+        let expected = if visible == [format!("{head}\trefs/heads/main")] {
+            head.clone()
+        } else {
+            assert_eq!(
+                visible,
+                [format!("{current}\trefs/heads/main")],
+                "round {round}: a partial push is visible"
+            );
+            interrupted += 1;
+            assert!(
+                !pushed.status.success(),
+                "round {round}: the push reported success but is not visible"
+            );
+            current.clone()
+        };
+        assert_eq!(
+            git.ls_remote(&a.url("killed"), &["refs/heads/main"]),
+            visible
+        );
+        let clone = tempfile::tempdir().expect("tempdir");
+        git.run(clone.path(), &["clone", "-q", &b.url("killed"), "c"]);
+        assert_eq!(git.rev_parse(&clone.path().join("c"), "HEAD"), expected);
+        git.fsck(&clone.path().join("c"));
+
+        // The next push, through a surviving process, works.
+        git.run(
+            work.path(),
+            &["push", "-q", "--force", &a.push_url("killed"), "main"],
+        );
+        assert_eq!(
+            git.ls_remote(&b.url("killed"), &["refs/heads/main"]),
+            [format!("{head}\trefs/heads/main")]
+        );
+        current = head;
+    }
+    // The kills must have hit pushes in flight, or this test shows nothing.
+    assert!(
+        interrupted > 0,
+        "every push finished before its process was killed"
+    );
 }
