@@ -3,6 +3,7 @@
 //! Each test file includes it with `mod support;` and uses a different part of it, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod cloud;
 pub mod git;
 pub mod http_backend;
 
@@ -109,6 +110,8 @@ pub struct NimbusServer {
     base_url: String,
     root: PathBuf,
     agent: ureq::Agent,
+    /// The environment the server got on top of the test process's.
+    env: Vec<(String, String)>,
 }
 
 /// An HTTP answer from the server's API.
@@ -165,7 +168,16 @@ impl NimbusServer {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
-        for (name, value) in &options.env {
+        let sets_storage = options
+            .env
+            .iter()
+            .any(|(name, _)| name == "NIMBUS_DATABASE_URL" || name == "NIMBUS_OBJECT_STORE");
+        let mut storage_env = Vec::new();
+        if cloud::cloud_backend_requested() && !sets_storage {
+            storage_env = cloud::fresh_cloud_env();
+        }
+        storage_env.extend(options.env.iter().cloned());
+        for (name, value) in &storage_env {
             command.env(name, value);
         }
         match &options.path {
@@ -193,6 +205,7 @@ impl NimbusServer {
             base_url: String::new(),
             root,
             agent,
+            env: storage_env,
         };
 
         let (sender, receiver) = mpsc::channel();
@@ -243,6 +256,29 @@ impl NimbusServer {
 
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")
+    }
+
+    /// The keys under `prefix` in the server's object store, sorted: files
+    /// of the data directory's `objects`, or of its S3 bucket.
+    pub fn stored_keys(&self, prefix: &str) -> Vec<String> {
+        let setting = self
+            .env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "NIMBUS_OBJECT_STORE")
+            .map(|(_, value)| value.clone());
+        let mut keys = match setting {
+            Some(url) if url.starts_with("s3://") => cloud::list_bucket(&url, prefix),
+            other => {
+                let root = other.map_or_else(|| self.data_dir().join("objects"), PathBuf::from);
+                let mut keys = Vec::new();
+                list_files(&root, &root, &mut keys);
+                keys.retain(|key| key.starts_with(prefix));
+                keys
+            }
+        };
+        keys.sort();
+        keys
     }
 
     /// The process id of `nimbus serve` itself (not of its supervisor shell).
@@ -374,6 +410,21 @@ impl Drop for NimbusServer {
         }
         let _ = self.supervisor.kill();
         let _ = self.supervisor.wait();
+    }
+}
+
+/// Every file below `dir`, as `/`-separated paths relative to `root`.
+fn list_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            list_files(root, &path, found);
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            found.push(relative.to_string_lossy().replace('\\', "/"));
+        }
     }
 }
 
