@@ -249,9 +249,9 @@ impl S3ObjectStore {
     ) -> S3Error
     where
         E: std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
-        let detail = DisplayErrorContext(error).to_string();
+        let detail = error_chain(error);
         match error {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => S3Error::Unreachable {
                 endpoint: self.endpoint.clone(),
@@ -456,6 +456,23 @@ impl S3ObjectStore {
             .map_err(|error| self.request_error("DeleteObject", &probe_key, &error))?;
         Ok(())
     }
+}
+
+/// An error and its causes as one line (`a: b: c`), without the SDK's
+/// debug dump of the raw response.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // The SDK's wrappers often repeat their cause's message.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Whether a failed request was answered with HTTP 404.

@@ -47,10 +47,17 @@ struct StorageArgs {
     )]
     database_url: Option<String>,
     /// Where packs are stored: a directory (`/path` or `file:///path`) that
-    /// several server processes may share. Default: `objects` in the data
-    /// directory.
+    /// several server processes may share, or an S3 bucket
+    /// (`s3://bucket/optional/prefix`; endpoint, region and credentials from
+    /// the standard AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY or AWS profiles). Default: `objects` in the
+    /// data directory.
     #[arg(long, env = "NIMBUS_OBJECT_STORE", global = true)]
     object_store: Option<String>,
+    /// Address S3 buckets as `endpoint/bucket` rather than
+    /// `bucket.endpoint`, as most S3-compatible services need.
+    #[arg(long, env = "NIMBUS_S3_PATH_STYLE", global = true)]
+    s3_path_style: bool,
     /// Disk space for packs downloaded into the local cache, in MiB; least
     /// recently used packs are evicted beyond it (packs that requests are
     /// reading stay until they finish). Packs hard-linked from a local
@@ -159,14 +166,34 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
             "NIMBUS_DATABASE_URL must be a postgres:// URL; leave it unset to use SQLite in the data directory"
         ),
     };
-    let objects_dir = match storage.object_store.as_deref() {
-        None | Some("") => data.join("objects"),
-        Some(url) if url.starts_with("s3://") => anyhow::bail!(
-            "NIMBUS_OBJECT_STORE: s3:// object stores are not available in this build yet; use a directory"
-        ),
-        Some(url) => PathBuf::from(url.strip_prefix("file://").unwrap_or(url)),
-    };
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalObjectStore::new(objects_dir));
+    let (store, store_setting): (Arc<dyn ObjectStore>, String) =
+        match storage.object_store.as_deref() {
+            None | Some("") => (
+                Arc::new(LocalObjectStore::new(data.join("objects"))),
+                "NIMBUS_DATA_DIR (its objects directory)".to_owned(),
+            ),
+            Some(url) if url.starts_with("s3://") => {
+                let mut config: nimbus_store::S3Config = url
+                    .parse()
+                    .with_context(|| format!("NIMBUS_OBJECT_STORE={url}"))?;
+                config.force_path_style = storage.s3_path_style;
+                (
+                    Arc::new(nimbus_store::S3ObjectStore::connect(config).await),
+                    format!("NIMBUS_OBJECT_STORE={url}"),
+                )
+            }
+            Some(url) => (
+                Arc::new(LocalObjectStore::new(PathBuf::from(
+                    url.strip_prefix("file://").unwrap_or(url),
+                ))),
+                format!("NIMBUS_OBJECT_STORE={url}"),
+            ),
+        };
+    if serve.is_some() {
+        // A wrong bucket, endpoint or permission stops start-up here rather
+        // than failing the first push.
+        store.check().await.context(store_setting)?;
+    }
     let cache_dir = data.join("cache");
     let cache = PackCache::new(
         cache_dir.clone(),
