@@ -131,7 +131,7 @@ macro_rules! metadata_store {
             if exists.is_none() {
                 return Err(MetadataError::RepositoryNotFound);
             }
-            Ok(repository_counters(connection, repo).await?)
+            repository_counters(connection, repo).await
         }
 
         async fn repository_counters(

@@ -43,8 +43,7 @@ pub(crate) const BUMP_PACK_GENERATION: &str =
 
 pub(crate) const DELETE_PACK: &str = "DELETE FROM packs WHERE repo_id = $1 AND name = $2";
 
-pub(crate) const INSERT_RETIRED_PACK: &str =
-    "INSERT INTO retired_packs (repo_id, name, retired_at) VALUES ($1, $2, $3) \
+pub(crate) const INSERT_RETIRED_PACK: &str = "INSERT INTO retired_packs (repo_id, name, retired_at) VALUES ($1, $2, $3) \
      ON CONFLICT (repo_id, name) DO NOTHING";
 
 pub(crate) const LIST_RETIRED_PACKS: &str =

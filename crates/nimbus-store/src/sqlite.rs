@@ -13,8 +13,7 @@
 use crate::sql::{self, StoredValueError};
 use nimbus_types::metadata::{
     MetadataError, MetadataStore, NewToken, PackRecord, PackReplacement, PushRecord,
-    RefUpdateRejection, ReplacementConflict, RepoState, RetiredPack,
-    TokenRecord, User,
+    RefUpdateRejection, ReplacementConflict, RepoState, RetiredPack, TokenRecord, User,
 };
 use nimbus_types::{
     NewRepository, ObjectId, Ref, RefName, RefUpdate, RepoId, RepoName, RepoUpdate, Repository,

@@ -5,6 +5,7 @@ mod import;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use nimbus_git::maintenance::{Maintainer, MaintenanceConfig, MaintenanceKind};
 use nimbus_git::receive_pack::ingest::IngestLimits;
 use nimbus_git::service::{GitService, GitServiceConfig};
 use nimbus_store::{LocalObjectStore, PackCache, PgMetadata, SqliteMetadata};
@@ -95,6 +96,50 @@ struct ServeArgs {
     /// The largest pack a push may send, in MiB.
     #[arg(long, env = "NIMBUS_MAX_PACK_MIB", default_value_t = 4096)]
     max_pack_mib: u64,
+    /// Compact a repository once a push leaves it with more packs than this.
+    #[arg(long, env = "NIMBUS_COMPACT_THRESHOLD", default_value_t = 16)]
+    compact_threshold: usize,
+    /// Garbage collect every repository this often (`24h`, `30m`; `0`
+    /// never).
+    #[arg(long, env = "NIMBUS_GC_INTERVAL", default_value = "24h", value_parser = parse_duration)]
+    gc_interval: std::time::Duration,
+    #[command(flatten)]
+    grace: GraceArgs,
+}
+
+#[derive(Args, Debug)]
+struct GraceArgs {
+    /// How long replaced packs and unrecorded uploads stay in the object
+    /// store before maintenance deletes them (`1h`, `10m`, `30s`). Must be
+    /// longer than the slowest clone or push.
+    #[arg(long, env = "NIMBUS_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
+    gc_grace: std::time::Duration,
+}
+
+/// `90`, `90s`, `10m`, `1h`, `2d`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 10m, 1h or 2d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration like 30s, 10m, 1h or 2d"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    ))
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,6 +174,17 @@ enum RepoCommand {
         /// A token for the source, sent as the HTTP Basic password.
         #[arg(long, env = "NIMBUS_IMPORT_TOKEN", hide_env_values = true)]
         token: Option<String>,
+    },
+    /// Compact a repository's packs and collect its garbage: one pack of
+    /// what the refs reach; replaced packs and unrecorded uploads older
+    /// than the grace period are deleted. Safe while servers run.
+    Gc {
+        name: String,
+        /// Merge the packs but keep unreachable objects.
+        #[arg(long)]
+        compact_only: bool,
+        #[command(flatten)]
+        grace: GraceArgs,
     },
     /// Write a repository as a git bundle (every ref, HEAD and all objects).
     Export {
@@ -218,9 +274,21 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
         },
     ));
     let access = Arc::new(nimbus_auth::OwnerAccess::new(meta.clone()));
+    let maintainer = serve.map(|args| {
+        Maintainer::new(
+            git.clone(),
+            meta.clone(),
+            MaintenanceConfig {
+                compact_threshold: args.compact_threshold,
+                grace: args.grace.gc_grace,
+                gc_interval: (!args.gc_interval.is_zero()).then_some(args.gc_interval),
+            },
+        )
+    });
     let app = Arc::new(App {
         meta: meta.clone(),
         git,
+        maintainer,
         access,
         config: AppConfig {
             public_url: serve.and_then(|s| s.public_url.clone()),
@@ -250,6 +318,9 @@ async fn serve(storage: &StorageArgs, args: &ServeArgs) -> Result<()> {
         println!(
             "nimbus: use it as the password for git push, or as 'Authorization: Bearer <token>'."
         );
+    }
+    if let Some(maintainer) = &backends.app.maintainer {
+        maintainer.spawn_periodic();
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -395,6 +466,34 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                     "skipped {skipped} refs outside refs/heads/ and refs/tags/ (pull requests, notes and the like)"
                 );
             }
+        }
+        RepoCommand::Gc {
+            name,
+            compact_only,
+            grace,
+        } => {
+            let repo = find(name).await?;
+            let kind = if *compact_only {
+                MaintenanceKind::Compact
+            } else {
+                MaintenanceKind::CollectGarbage
+            };
+            let report = app.git.maintain(&repo, kind, grace.gc_grace).await?;
+            if let Some(reason) = &report.skipped {
+                println!("packs left as they were: {reason}");
+            }
+            println!(
+                "{}: packs {} -> {}, objects {} -> {}, stored bytes {} -> {}; deleted {} replaced and {} unrecorded packs",
+                repo.name,
+                report.packs_before,
+                report.packs_after,
+                report.objects_before,
+                report.objects_after,
+                report.stored_bytes_before,
+                report.stored_bytes_after,
+                report.retired_deleted,
+                report.orphans_deleted
+            );
         }
         RepoCommand::Export { name, output } => {
             let repo = find(name).await?;

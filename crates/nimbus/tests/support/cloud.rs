@@ -141,7 +141,7 @@ pub fn list_bucket(store_url: &str, prefix: &str) -> Vec<String> {
         let mut request = agent
             .get(&format!("{}/{bucket}", s3_endpoint()))
             .query("list-type", "2")
-            .query("prefix", &format!("{base}{prefix}"));
+            .query("prefix", format!("{base}{prefix}"));
         if let Some(token) = &token {
             request = request.query("continuation-token", token);
         }
