@@ -450,25 +450,57 @@ impl Maintainer {
     }
 
     async fn run(&self, repo: &Repository, kind: MaintenanceKind) {
-        {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if !running.insert(repo.id) {
-                return;
-            }
-        }
+        let Some(_running) = RunningGuard::enter(&self.running, repo.id) else {
+            return;
+        };
         if let Err(error) = self.git.maintain(repo, kind, self.config.grace).await {
             tracing::warn!(repo = %repo.name, ?kind, error = %error, "maintenance failed");
         }
+    }
+}
+
+/// Marks a repository as being maintained until dropped (also when the run
+/// panics, so the repository is not skipped forever).
+struct RunningGuard<'a> {
+    running: &'a Mutex<HashSet<RepoId>>,
+    repo: RepoId,
+}
+
+impl<'a> RunningGuard<'a> {
+    fn enter(running: &'a Mutex<HashSet<RepoId>>, repo: RepoId) -> Option<Self> {
+        let mut set = running.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(repo).then(|| RunningGuard { running, repo })
+    }
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&repo.id);
+            .remove(&self.repo);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::stored_pack_name;
+    use super::{RunningGuard, stored_pack_name};
+    use nimbus_types::RepoId;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    #[test]
+    fn one_run_per_repository_at_a_time() {
+        let running = Mutex::new(HashSet::new());
+        let first = RunningGuard::enter(&running, RepoId(1)).expect("nothing runs yet");
+        // A refused second entry must not release the first one's mark.
+        assert!(RunningGuard::enter(&running, RepoId(1)).is_none());
+        assert!(RunningGuard::enter(&running, RepoId(1)).is_none());
+        let other = RunningGuard::enter(&running, RepoId(2));
+        assert!(other.is_some());
+        drop(first);
+        assert!(RunningGuard::enter(&running, RepoId(1)).is_some());
+    }
 
     #[test]
     fn pack_names_of_stored_keys() {
