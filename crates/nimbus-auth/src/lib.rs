@@ -1,15 +1,18 @@
 //! Authentication and authorisation for Nimbus.
 //!
-//! This is the minimal access model of the first release: one owner, who
-//! holds personal access tokens; anonymous users may read public
-//! repositories. Every request, git or API, is decided by one
-//! [`AccessControl`] implementation, so the full model (collaborators,
-//! scopes, sessions) replaces this one without touching the callers.
+//! Every request, git or API, is decided by one [`AccessControl`]
+//! implementation: [`AccountAccess`] authenticates personal access tokens
+//! and gathers what [`policy`] needs (the user, their token's scopes, their
+//! collaborator level on the repository); the rules themselves are the pure
+//! functions of [`policy`]. Callers only map decisions to responses.
 
+pub mod policy;
 pub mod token;
 
+pub use policy::{Decision, InstanceAction, PolicySettings, Refusal, RepoAction, Subject, Surface};
+
 use nimbus_types::metadata::{MetadataError, MetadataStore, NewToken};
-use nimbus_types::{Access, Principal, Repository};
+use nimbus_types::{Principal, Repository, Scopes};
 use std::sync::Arc;
 
 /// Credentials presented with a request.
@@ -72,20 +75,14 @@ pub enum AuthError {
     UnsupportedScheme,
     #[error("invalid or expired token")]
     InvalidToken,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("token revoked")]
+    TokenRevoked,
     #[error("the owner token must be at least {min} characters long")]
     OwnerTokenTooShort { min: usize },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-}
-
-/// The outcome of an access check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    /// No (valid) credentials, but some would help: 401.
-    Unauthenticated,
-    /// Authenticated, and not allowed: 403.
-    Forbidden,
 }
 
 /// Decides who a request comes from and what they may do.
@@ -93,21 +90,62 @@ pub enum Decision {
 pub trait AccessControl: Send + Sync + 'static {
     /// Who presented `credential` (`None`: anonymous).
     async fn authenticate(&self, credential: Option<&Credential>) -> Result<Principal, AuthError>;
-    /// Whether `principal` may use `repo` at `level`.
-    fn authorize_repo(&self, principal: &Principal, repo: &Repository, level: Access) -> Decision;
-    /// Whether `principal` may create repositories and change instance settings.
-    fn authorize_instance(&self, principal: &Principal) -> Decision;
+    /// Whether `principal` may do `action` on `repo` (`None`: it does not
+    /// exist, which is answered as for a repository one may not see).
+    async fn authorize_repo(
+        &self,
+        principal: &Principal,
+        repo: Option<&Repository>,
+        action: RepoAction,
+        surface: Surface,
+    ) -> Result<Decision, AuthError>;
+    /// Whether `repo` appears in `principal`'s repository listing.
+    async fn lists_repo(&self, principal: &Principal, repo: &Repository)
+    -> Result<bool, AuthError>;
+    /// Whether `principal` may create repositories or manage users.
+    fn authorize_instance(
+        &self,
+        principal: &Principal,
+        action: InstanceAction,
+        surface: Surface,
+    ) -> Decision;
+    /// Whether `principal` may see and manage their own account and tokens.
+    fn authorize_self(&self, principal: &Principal, surface: Surface) -> Decision;
 }
 
-/// The single-owner access model: the owner's tokens grant everything (up
-/// to the token's own level); anonymous users read public repositories.
-pub struct OwnerAccess {
+/// The accounts model: the owner, collaborators with per-repository levels,
+/// and scoped personal access tokens, all in the metadata store.
+pub struct AccountAccess {
     meta: Arc<dyn MetadataStore>,
+    settings: PolicySettings,
 }
 
-impl OwnerAccess {
-    pub fn new(meta: Arc<dyn MetadataStore>) -> Self {
-        OwnerAccess { meta }
+impl AccountAccess {
+    pub fn new(meta: Arc<dyn MetadataStore>, settings: PolicySettings) -> Self {
+        AccountAccess { meta, settings }
+    }
+
+    async fn subject(
+        &self,
+        principal: &Principal,
+        repo: Option<&Repository>,
+    ) -> Result<Subject, AuthError> {
+        Ok(match principal {
+            Principal::Anonymous => Subject::Anonymous,
+            Principal::User {
+                id,
+                is_owner,
+                scopes,
+                ..
+            } => Subject::User {
+                is_owner: *is_owner,
+                collaborator: match repo {
+                    Some(repo) if !*is_owner => self.meta.collaborator_access(repo.id, *id).await?,
+                    _ => None,
+                },
+                scopes: *scopes,
+            },
+        })
     }
 }
 
@@ -119,7 +157,7 @@ fn now() -> i64 {
 }
 
 #[async_trait::async_trait]
-impl AccessControl for OwnerAccess {
+impl AccessControl for AccountAccess {
     async fn authenticate(&self, credential: Option<&Credential>) -> Result<Principal, AuthError> {
         let Some(credential) = credential else {
             return Ok(Principal::Anonymous);
@@ -128,8 +166,11 @@ impl AccessControl for OwnerAccess {
         let Some(record) = self.meta.token_by_hash(&hash).await? else {
             return Err(AuthError::InvalidToken);
         };
+        if record.revoked_at.is_some() {
+            return Err(AuthError::TokenRevoked);
+        }
         if record.expires_at.is_some_and(|t| t <= now()) {
-            return Err(AuthError::InvalidToken);
+            return Err(AuthError::TokenExpired);
         }
         if let Err(err) = self.meta.touch_token(record.id, now()).await {
             tracing::warn!(error = %err, "could not record token use");
@@ -138,50 +179,125 @@ impl AccessControl for OwnerAccess {
             id: record.user.id,
             name: record.user.name,
             is_owner: record.user.is_owner,
-            token_limit: record.access,
+            scopes: record.scopes,
         })
     }
 
-    fn authorize_repo(&self, principal: &Principal, repo: &Repository, level: Access) -> Decision {
-        match principal {
-            Principal::Anonymous => {
-                if level == Access::Read && !repo.private {
-                    Decision::Allow
-                } else {
-                    Decision::Unauthenticated
-                }
-            }
-            Principal::User {
-                is_owner,
-                token_limit,
-                ..
-            } => {
-                let granted = if *is_owner {
-                    Some(Access::Admin)
-                } else if !repo.private {
-                    Some(Access::Read)
-                } else {
-                    None
-                };
-                match granted {
-                    Some(granted) if level <= granted && level <= *token_limit => Decision::Allow,
-                    _ => Decision::Forbidden,
-                }
-            }
-        }
+    async fn authorize_repo(
+        &self,
+        principal: &Principal,
+        repo: Option<&Repository>,
+        action: RepoAction,
+        surface: Surface,
+    ) -> Result<Decision, AuthError> {
+        let subject = self.subject(principal, repo).await?;
+        Ok(policy::decide_repo(
+            self.settings,
+            subject,
+            repo.map(|repo| repo.visibility),
+            action,
+            surface,
+        ))
     }
 
-    fn authorize_instance(&self, principal: &Principal) -> Decision {
-        match principal {
-            Principal::Anonymous => Decision::Unauthenticated,
-            Principal::User {
-                is_owner: true,
-                token_limit: Access::Admin,
-                ..
-            } => Decision::Allow,
-            Principal::User { .. } => Decision::Forbidden,
-        }
+    async fn lists_repo(
+        &self,
+        principal: &Principal,
+        repo: &Repository,
+    ) -> Result<bool, AuthError> {
+        let subject = self.subject(principal, Some(repo)).await?;
+        Ok(policy::lists_repo(self.settings, subject, repo.visibility))
     }
+
+    fn authorize_instance(
+        &self,
+        principal: &Principal,
+        action: InstanceAction,
+        surface: Surface,
+    ) -> Decision {
+        let subject = match principal {
+            Principal::Anonymous => Subject::Anonymous,
+            Principal::User {
+                is_owner, scopes, ..
+            } => Subject::User {
+                is_owner: *is_owner,
+                collaborator: None,
+                scopes: *scopes,
+            },
+        };
+        policy::decide_instance(subject, action, surface)
+    }
+
+    fn authorize_self(&self, principal: &Principal, surface: Surface) -> Decision {
+        let subject = match principal {
+            Principal::Anonymous => Subject::Anonymous,
+            Principal::User {
+                is_owner, scopes, ..
+            } => Subject::User {
+                is_owner: *is_owner,
+                collaborator: None,
+                scopes: *scopes,
+            },
+        };
+        policy::decide_self(subject, surface)
+    }
+}
+
+/// Why a user name is refused. Messages go to users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserNameError {
+    #[error("a user name must be 1 to 64 characters long")]
+    Length,
+    #[error(
+        "a user name may contain only ASCII letters, digits, '-', '_' and '.', and must not start with '.' or '-'"
+    )]
+    Characters,
+}
+
+/// Check a user name: short, ASCII, safe in URLs and logs.
+pub fn validate_user_name(name: &str) -> Result<(), UserNameError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(UserNameError::Length);
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !name.chars().all(allowed) || name.starts_with(['.', '-']) {
+        return Err(UserNameError::Characters);
+    }
+    Ok(())
+}
+
+/// A token just issued: its id and the secret, to be shown once.
+#[derive(Clone)]
+pub struct IssuedToken {
+    pub id: i64,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IssuedToken({}, <redacted>)", self.id)
+    }
+}
+
+/// Create a personal access token for `user`; only its hash is stored.
+pub async fn issue_token(
+    meta: &dyn MetadataStore,
+    user: nimbus_types::UserId,
+    description: &str,
+    scopes: Scopes,
+    expires_at: Option<i64>,
+) -> Result<IssuedToken, MetadataError> {
+    let secret = token::generate();
+    let id = meta
+        .add_token(&NewToken {
+            user,
+            description: description.to_owned(),
+            hash: token::hash(&secret).to_vec(),
+            scopes,
+            expires_at,
+        })
+        .await?;
+    Ok(IssuedToken { id, secret })
 }
 
 /// The shortest owner token accepted from the environment.
@@ -226,7 +342,7 @@ pub async fn bootstrap_owner(
             "owner token from NIMBUS_OWNER_TOKEN".into()
         },
         hash: token::hash(&secret).to_vec(),
-        access: Access::Admin,
+        scopes: Scopes::ALL,
         expires_at: None,
     })
     .await?;
@@ -236,60 +352,107 @@ pub async fn bootstrap_owner(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nimbus_types::{RepoId, RepoName, UserId};
-
-    fn repo(private: bool) -> Repository {
-        Repository {
-            id: RepoId(1),
-            name: RepoName::new("demo").expect("valid"),
-            private,
-            default_branch: "main".into(),
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    fn owner(limit: Access) -> Principal {
-        Principal::User {
-            id: UserId(1),
-            name: "owner".into(),
-            is_owner: true,
-            token_limit: limit,
-        }
-    }
+    use nimbus_types::{RepoName, Visibility};
 
     #[tokio::test]
-    async fn access_matrix_of_the_single_owner_model() {
+    async fn collaborator_levels_come_from_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let meta: Arc<dyn MetadataStore> = Arc::new(
             nimbus_store::SqliteMetadata::open(&dir.path().join("db.sqlite"))
                 .await
                 .expect("open"),
         );
-        let access = OwnerAccess::new(meta);
-        use Decision::*;
-        let cases = [
-            (Principal::Anonymous, false, Access::Read, Allow),
-            (Principal::Anonymous, false, Access::Write, Unauthenticated),
-            (Principal::Anonymous, true, Access::Read, Unauthenticated),
-            (owner(Access::Admin), true, Access::Write, Allow),
-            (owner(Access::Admin), true, Access::Admin, Allow),
-            (owner(Access::Read), false, Access::Write, Forbidden),
-            (owner(Access::Write), true, Access::Write, Allow),
-        ];
-        for (principal, private, level, expected) in cases {
-            assert_eq!(
-                access.authorize_repo(&principal, &repo(private), level),
-                expected,
-                "{principal:?} private={private} {level:?}"
-            );
-        }
+        let repo = meta
+            .create_repository(&nimbus_types::NewRepository {
+                name: RepoName::new("demo").expect("valid"),
+                visibility: Visibility::Private,
+                default_branch: "main".into(),
+            })
+            .await
+            .expect("create");
+        let bob = meta.create_user("bob").await.expect("user");
+        meta.set_collaborator(repo.id, bob.id, nimbus_types::Access::Write)
+            .await
+            .expect("collaborator");
+        let carol = meta.create_user("carol").await.expect("user");
+        let access = AccountAccess::new(meta, PolicySettings::default());
+        let principal = |user: &nimbus_types::metadata::User| Principal::User {
+            id: user.id,
+            name: user.name.clone(),
+            is_owner: false,
+            scopes: Scopes::ALL,
+        };
+        let decide = |principal: Principal, action| {
+            let access = &access;
+            let repo = &repo;
+            async move {
+                access
+                    .authorize_repo(&principal, Some(repo), action, Surface::Git)
+                    .await
+                    .expect("decided")
+            }
+        };
         assert_eq!(
-            access.authorize_instance(&Principal::Anonymous),
-            Unauthenticated
+            decide(principal(&bob), RepoAction::Write).await,
+            Decision::Allow
         );
-        assert_eq!(access.authorize_instance(&owner(Access::Write)), Forbidden);
-        assert_eq!(access.authorize_instance(&owner(Access::Admin)), Allow);
+        assert!(matches!(
+            decide(principal(&bob), RepoAction::Admin).await,
+            Decision::Forbidden(Refusal::NotPermitted { .. })
+        ));
+        assert_eq!(
+            decide(principal(&carol), RepoAction::Read).await,
+            Decision::NotFound
+        );
+        assert_eq!(
+            decide(Principal::Anonymous, RepoAction::Read).await,
+            Decision::Unauthenticated
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_and_revoked_tokens_are_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta: Arc<dyn MetadataStore> = Arc::new(
+            nimbus_store::SqliteMetadata::open(&dir.path().join("db.sqlite"))
+                .await
+                .expect("open"),
+        );
+        let bob = meta.create_user("bob").await.expect("user");
+        let add = async |secret: &str, expires_at| {
+            meta.add_token(&NewToken {
+                user: bob.id,
+                description: secret.into(),
+                hash: token::hash(secret).to_vec(),
+                scopes: Scopes::parse("repo:read").expect("valid"),
+                expires_at,
+            })
+            .await
+            .expect("token")
+        };
+        add("expired-token", Some(1)).await;
+        let revoked = add("revoked-token", None).await;
+        add("good-token", Some(now() + 3600)).await;
+        meta.revoke_token(bob.id, revoked, now())
+            .await
+            .expect("revoke");
+        let access = AccountAccess::new(meta.clone(), PolicySettings::default());
+        let bearer = |secret: &str| Credential::Bearer(secret.into());
+        assert!(matches!(
+            access.authenticate(Some(&bearer("expired-token"))).await,
+            Err(AuthError::TokenExpired)
+        ));
+        assert!(matches!(
+            access.authenticate(Some(&bearer("revoked-token"))).await,
+            Err(AuthError::TokenRevoked)
+        ));
+        let good = access
+            .authenticate(Some(&bearer("good-token")))
+            .await
+            .expect("valid");
+        assert!(
+            matches!(good, Principal::User { is_owner: false, scopes, .. } if scopes.repo_read && !scopes.api)
+        );
     }
 
     #[tokio::test]
@@ -309,7 +472,7 @@ mod tests {
                 .expect("again")
                 .is_none()
         );
-        let access = OwnerAccess::new(meta.clone());
+        let access = AccountAccess::new(meta.clone(), PolicySettings::default());
         let principal = access
             .authenticate(Some(&Credential::Bearer(token.clone())))
             .await

@@ -154,7 +154,7 @@ macro_rules! metadata_store {
             ) -> Result<Repository, MetadataError> {
                 let row: sql::RepositoryRow = sqlx::query_as(sql::INSERT_REPOSITORY)
                     .bind(new.name.as_str())
-                    .bind(new.private)
+                    .bind(new.visibility.as_str())
                     .bind(&new.default_branch)
                     .bind(sql::unix_now())
                     .fetch_one(&self.pool)
@@ -206,7 +206,7 @@ macro_rules! metadata_store {
                 update: &RepoUpdate,
             ) -> Result<Repository, MetadataError> {
                 let row: Option<sql::RepositoryRow> = if update.name.is_none()
-                    && update.private.is_none()
+                    && update.visibility.is_none()
                     && update.default_branch.is_none()
                 {
                     sqlx::query_as(sql::SELECT_REPOSITORY_BY_ID)
@@ -218,7 +218,7 @@ macro_rules! metadata_store {
                     sqlx::query_as(sql::UPDATE_REPOSITORY)
                         .bind(id.0)
                         .bind(update.name.as_ref().map(RepoName::as_str))
-                        .bind(update.private)
+                        .bind(update.visibility.map(Visibility::as_str))
                         .bind(update.default_branch.as_deref())
                         .bind(sql::unix_now())
                         .fetch_optional(&self.pool)
@@ -536,9 +536,10 @@ macro_rules! metadata_store {
                     .bind(token.user.0)
                     .bind(&token.description)
                     .bind(&token.hash)
-                    .bind(sql::access_as_str(token.access))
+                    .bind(sql::token_access_of(token.scopes))
                     .bind(sql::unix_now())
                     .bind(token.expires_at)
+                    .bind(token.scopes.to_string())
                     .fetch_one(&self.pool)
                     .await
                     .map_err(query_failed("adding a token"))?;
@@ -568,6 +569,176 @@ macro_rules! metadata_store {
                     .await
                     .map_err(query_failed("recording a token's use"))?;
                 Ok(())
+            }
+
+            async fn list_tokens(&self, user: UserId) -> Result<Vec<TokenInfo>, MetadataError> {
+                let rows: Vec<sql::TokenInfoRow> = sqlx::query_as(sql::LIST_TOKENS)
+                    .bind(user.0)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("listing tokens"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(sql::token_info_from_row)
+                    .collect::<Result<_, _>>()
+                    .map_err($error::from)?)
+            }
+
+            async fn revoke_token(
+                &self,
+                user: UserId,
+                id: i64,
+                now: i64,
+            ) -> Result<bool, MetadataError> {
+                let affected = sqlx::query(sql::REVOKE_TOKEN)
+                    .bind(user.0)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_failed("revoking a token"))?
+                    .rows_affected();
+                Ok(affected == 1)
+            }
+
+            async fn create_user(&self, name: &str) -> Result<User, MetadataError> {
+                let id: i64 = sqlx::query_scalar(sql::INSERT_USER)
+                    .bind(name)
+                    .bind(sql::unix_now())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|error| -> MetadataError {
+                        if sql::is_unique_violation(&error) {
+                            MetadataError::UserExists {
+                                name: name.to_owned(),
+                            }
+                        } else {
+                            query_failed("creating a user")(error).into()
+                        }
+                    })?;
+                Ok(User {
+                    id: UserId(id),
+                    name: name.to_owned(),
+                    is_owner: false,
+                })
+            }
+
+            async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetadataError> {
+                let row: Option<sql::UserRow> = sqlx::query_as(sql::SELECT_USER_BY_NAME)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_failed("looking up a user"))?;
+                Ok(row.map(sql::user_from_row))
+            }
+
+            async fn list_users(&self) -> Result<Vec<User>, MetadataError> {
+                let rows: Vec<sql::UserRow> = sqlx::query_as(sql::LIST_USERS)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("listing users"))?;
+                Ok(rows.into_iter().map(sql::user_from_row).collect())
+            }
+
+            async fn delete_user(&self, id: UserId) -> Result<(), MetadataError> {
+                let is_owner: Option<bool> = sqlx::query_scalar(sql::SELECT_USER_IS_OWNER)
+                    .bind(id.0)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_failed("looking up a user"))?;
+                match is_owner {
+                    None => return Err(MetadataError::UserNotFound),
+                    Some(true) => return Err(MetadataError::OwnerCannotBeDeleted),
+                    Some(false) => {}
+                }
+                let affected = sqlx::query(sql::DELETE_USER)
+                    .bind(id.0)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_failed("deleting a user"))?
+                    .rows_affected();
+                if affected == 1 {
+                    Ok(())
+                } else {
+                    Err(MetadataError::UserNotFound)
+                }
+            }
+
+            async fn set_collaborator(
+                &self,
+                repo: RepoId,
+                user: UserId,
+                access: Access,
+            ) -> Result<(), MetadataError> {
+                sqlx::query(sql::UPSERT_COLLABORATOR)
+                    .bind(repo.0)
+                    .bind(user.0)
+                    .bind(access.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|error| -> MetadataError {
+                        if matches!(&error, sqlx::Error::Database(e) if e.is_foreign_key_violation())
+                        {
+                            MetadataError::RepositoryNotFound
+                        } else {
+                            query_failed("setting a collaborator")(error).into()
+                        }
+                    })?;
+                Ok(())
+            }
+
+            async fn remove_collaborator(
+                &self,
+                repo: RepoId,
+                user: UserId,
+            ) -> Result<bool, MetadataError> {
+                let affected = sqlx::query(sql::DELETE_COLLABORATOR)
+                    .bind(repo.0)
+                    .bind(user.0)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_failed("removing a collaborator"))?
+                    .rows_affected();
+                Ok(affected == 1)
+            }
+
+            async fn list_collaborators(
+                &self,
+                repo: RepoId,
+            ) -> Result<Vec<Collaborator>, MetadataError> {
+                let rows: Vec<(i64, String, bool, String)> =
+                    sqlx::query_as(sql::LIST_COLLABORATORS)
+                        .bind(repo.0)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(query_failed("listing collaborators"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, name, is_owner, access)| {
+                        Ok(Collaborator {
+                            user: sql::user_from_row((id, name, is_owner)),
+                            access: sql::access_from_str("collaborators.access", &access)?,
+                        })
+                    })
+                    .collect::<Result<_, sql::StoredValueError>>()
+                    .map_err($error::from)?)
+            }
+
+            async fn collaborator_access(
+                &self,
+                repo: RepoId,
+                user: UserId,
+            ) -> Result<Option<Access>, MetadataError> {
+                let access: Option<String> = sqlx::query_scalar(sql::SELECT_COLLABORATOR_ACCESS)
+                    .bind(repo.0)
+                    .bind(user.0)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_failed("looking up a collaborator"))?;
+                Ok(access
+                    .map(|access| sql::access_from_str("collaborators.access", &access))
+                    .transpose()
+                    .map_err($error::from)?)
             }
         }
     };

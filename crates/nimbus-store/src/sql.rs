@@ -3,31 +3,33 @@
 //! `RETURNING`), and the conversions between stored columns and
 //! [`nimbus_types`] values.
 
-use nimbus_types::metadata::{PackRecord, User};
-use nimbus_types::{Access, ObjectId, Ref, RefName, RepoId, RepoName, Repository, UserId};
+use nimbus_types::metadata::{PackRecord, TokenInfo, User};
+use nimbus_types::{
+    Access, ObjectId, Ref, RefName, RepoId, RepoName, Repository, Scopes, UserId, Visibility,
+};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub(crate) const INSERT_REPOSITORY: &str = "INSERT INTO repositories (name, private, default_branch, created_at, updated_at) \
+pub(crate) const INSERT_REPOSITORY: &str = "INSERT INTO repositories (name, visibility, default_branch, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $4) \
-     RETURNING id, name, private, default_branch, created_at, updated_at";
+     RETURNING id, name, visibility, default_branch, created_at, updated_at";
 
 /// Names are compared without regard to case, as they are unique that way.
-pub(crate) const SELECT_REPOSITORY_BY_NAME: &str = "SELECT id, name, private, default_branch, created_at, updated_at \
+pub(crate) const SELECT_REPOSITORY_BY_NAME: &str = "SELECT id, name, visibility, default_branch, created_at, updated_at \
      FROM repositories WHERE lower(name) = lower($1)";
 
-pub(crate) const SELECT_REPOSITORY_BY_ID: &str = "SELECT id, name, private, default_branch, created_at, updated_at \
+pub(crate) const SELECT_REPOSITORY_BY_ID: &str = "SELECT id, name, visibility, default_branch, created_at, updated_at \
      FROM repositories WHERE id = $1";
 
-pub(crate) const LIST_REPOSITORIES: &str = "SELECT id, name, private, default_branch, created_at, updated_at \
+pub(crate) const LIST_REPOSITORIES: &str = "SELECT id, name, visibility, default_branch, created_at, updated_at \
      FROM repositories ORDER BY lower(name), id";
 
 pub(crate) const UPDATE_REPOSITORY: &str = "UPDATE repositories SET \
      name = COALESCE($2, name), \
-     private = COALESCE($3, private), \
+     visibility = COALESCE($3, visibility), \
      default_branch = COALESCE($4, default_branch), \
      updated_at = $5 \
      WHERE id = $1 \
-     RETURNING id, name, private, default_branch, created_at, updated_at";
+     RETURNING id, name, visibility, default_branch, created_at, updated_at";
 
 pub(crate) const DELETE_REPOSITORY: &str = "DELETE FROM repositories WHERE id = $1";
 
@@ -89,15 +91,47 @@ pub(crate) const SELECT_OWNER_NAME: &str = "SELECT name FROM users WHERE is_owne
 pub(crate) const INSERT_OWNER: &str =
     "INSERT INTO users (name, is_owner, created_at) VALUES ($1, TRUE, $2) RETURNING id";
 
-pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (user_id, description, hash, access, created_at, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens \
+     (user_id, description, hash, access, created_at, expires_at, scopes) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
 
-pub(crate) const SELECT_TOKEN_BY_HASH: &str = "SELECT tokens.id, tokens.access, tokens.expires_at, \
-     users.id, users.name, users.is_owner \
+pub(crate) const SELECT_TOKEN_BY_HASH: &str = "SELECT tokens.id, tokens.scopes, tokens.expires_at, \
+     tokens.revoked_at, users.id, users.name, users.is_owner \
      FROM tokens JOIN users ON users.id = tokens.user_id \
      WHERE tokens.hash = $1";
 
 pub(crate) const TOUCH_TOKEN: &str = "UPDATE tokens SET last_used_at = $2 WHERE id = $1";
+
+pub(crate) const LIST_TOKENS: &str = "SELECT id, description, scopes, created_at, expires_at, \
+     last_used_at, revoked_at FROM tokens WHERE user_id = $1 ORDER BY created_at, id";
+
+pub(crate) const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $3) \
+     WHERE user_id = $1 AND id = $2";
+
+pub(crate) const INSERT_USER: &str =
+    "INSERT INTO users (name, is_owner, created_at) VALUES ($1, FALSE, $2) RETURNING id";
+
+pub(crate) const SELECT_USER_BY_NAME: &str = "SELECT id, name, is_owner FROM users WHERE name = $1";
+
+pub(crate) const SELECT_USER_IS_OWNER: &str = "SELECT is_owner FROM users WHERE id = $1";
+
+pub(crate) const LIST_USERS: &str =
+    "SELECT id, name, is_owner FROM users ORDER BY is_owner DESC, name";
+
+pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE id = $1 AND NOT is_owner";
+
+pub(crate) const UPSERT_COLLABORATOR: &str = "INSERT INTO collaborators (repo_id, user_id, access) \
+     VALUES ($1, $2, $3) ON CONFLICT (repo_id, user_id) DO UPDATE SET access = excluded.access";
+
+pub(crate) const DELETE_COLLABORATOR: &str =
+    "DELETE FROM collaborators WHERE repo_id = $1 AND user_id = $2";
+
+pub(crate) const LIST_COLLABORATORS: &str = "SELECT users.id, users.name, users.is_owner, \
+     collaborators.access FROM collaborators JOIN users ON users.id = collaborators.user_id \
+     WHERE collaborators.repo_id = $1 ORDER BY users.name";
+
+pub(crate) const SELECT_COLLABORATOR_ACCESS: &str =
+    "SELECT access FROM collaborators WHERE repo_id = $1 AND user_id = $2";
 
 /// A value read back from the database that does not fit its Rust type:
 /// corruption or a schema mismatch, never a client's mistake.
@@ -109,10 +143,20 @@ pub enum StoredValueError {
     TooLarge { column: &'static str, value: u64 },
 }
 
-pub(crate) type RepositoryRow = (i64, String, bool, String, i64, i64);
+pub(crate) type RepositoryRow = (i64, String, String, String, i64, i64);
 pub(crate) type RefRow = (Vec<u8>, String, Option<String>);
 pub(crate) type PackRow = (String, i64, i64, i64, i64);
-pub(crate) type TokenRow = (i64, String, Option<i64>, i64, String, bool);
+pub(crate) type TokenRow = (i64, String, Option<i64>, Option<i64>, i64, String, bool);
+pub(crate) type TokenInfoRow = (
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+pub(crate) type UserRow = (i64, String, bool);
 
 /// Now, in Unix seconds.
 pub(crate) fn unix_now() -> i64 {
@@ -127,16 +171,20 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 pub(crate) fn repository_from_row(
-    (id, name, private, default_branch, created_at, updated_at): RepositoryRow,
+    (id, name, visibility, default_branch, created_at, updated_at): RepositoryRow,
 ) -> Result<Repository, StoredValueError> {
     let name = RepoName::new(&name).map_err(|_| StoredValueError::Invalid {
         column: "repositories.name",
         value: name.clone(),
     })?;
+    let visibility = Visibility::parse(&visibility).ok_or_else(|| StoredValueError::Invalid {
+        column: "repositories.visibility",
+        value: visibility.clone(),
+    })?;
     Ok(Repository {
         id: RepoId(id),
         name,
-        private,
+        visibility,
         default_branch,
         created_at,
         updated_at,
@@ -168,24 +216,48 @@ fn to_u64(column: &'static str, value: i64) -> Result<u64, StoredValueError> {
     })
 }
 
-pub(crate) fn access_as_str(access: Access) -> &'static str {
-    match access {
-        Access::Read => "read",
-        Access::Write => "write",
-        Access::Admin => "admin",
+/// The legacy `tokens.access` column, kept consistent with the scopes.
+pub(crate) fn token_access_of(scopes: Scopes) -> &'static str {
+    scopes.repo_limit().unwrap_or(Access::Read).as_str()
+}
+
+pub(crate) fn access_from_str(
+    column: &'static str,
+    access: &str,
+) -> Result<Access, StoredValueError> {
+    Access::parse(access).ok_or_else(|| StoredValueError::Invalid {
+        column,
+        value: access.to_owned(),
+    })
+}
+
+fn scopes_from_str(scopes: &str) -> Result<Scopes, StoredValueError> {
+    Scopes::parse(scopes).map_err(|_| StoredValueError::Invalid {
+        column: "tokens.scopes",
+        value: scopes.to_owned(),
+    })
+}
+
+pub(crate) fn user_from_row((id, name, is_owner): UserRow) -> User {
+    User {
+        id: UserId(id),
+        name,
+        is_owner,
     }
 }
 
-fn access_from_str(access: &str) -> Result<Access, StoredValueError> {
-    match access {
-        "read" => Ok(Access::Read),
-        "write" => Ok(Access::Write),
-        "admin" => Ok(Access::Admin),
-        other => Err(StoredValueError::Invalid {
-            column: "tokens.access",
-            value: other.to_owned(),
-        }),
-    }
+pub(crate) fn token_info_from_row(
+    (id, description, scopes, created_at, expires_at, last_used_at, revoked_at): TokenInfoRow,
+) -> Result<TokenInfo, StoredValueError> {
+    Ok(TokenInfo {
+        id,
+        description,
+        scopes: scopes_from_str(&scopes)?,
+        created_at,
+        expires_at,
+        last_used_at,
+        revoked_at,
+    })
 }
 
 /// The refs of a repository from their rows, sorted bytewise whatever the
@@ -226,7 +298,7 @@ pub(crate) fn packs_from_rows(rows: Vec<PackRow>) -> Result<Vec<PackRecord>, Sto
 }
 
 pub(crate) fn token_from_row(
-    (id, access, expires_at, user_id, user_name, is_owner): TokenRow,
+    (id, scopes, expires_at, revoked_at, user_id, user_name, is_owner): TokenRow,
 ) -> Result<nimbus_types::metadata::TokenRecord, StoredValueError> {
     Ok(nimbus_types::metadata::TokenRecord {
         id,
@@ -235,8 +307,9 @@ pub(crate) fn token_from_row(
             name: user_name,
             is_owner,
         },
-        access: access_from_str(&access)?,
+        scopes: scopes_from_str(&scopes)?,
         expires_at,
+        revoked_at,
     })
 }
 

@@ -12,11 +12,12 @@
 
 use crate::sql::{self, StoredValueError};
 use nimbus_types::metadata::{
-    MetadataError, MetadataStore, NewToken, PackRecord, PackReplacement, PushRecord,
-    RefUpdateRejection, ReplacementConflict, RepoState, RetiredPack, TokenRecord, User,
+    Collaborator, MetadataError, MetadataStore, NewToken, PackRecord, PackReplacement, PushRecord,
+    RefUpdateRejection, ReplacementConflict, RepoState, RetiredPack, TokenInfo, TokenRecord, User,
 };
 use nimbus_types::{
-    NewRepository, ObjectId, Ref, RefName, RefUpdate, RepoId, RepoName, RepoUpdate, Repository,
+    Access, NewRepository, ObjectId, Ref, RefName, RefUpdate, RepoId, RepoName, RepoUpdate,
+    Repository, UserId, Visibility,
 };
 use sqlx::SqliteConnection;
 use sqlx::migrate::{MigrateError, Migrator};

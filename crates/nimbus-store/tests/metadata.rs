@@ -10,6 +10,7 @@ use nimbus_types::metadata::{
 };
 use nimbus_types::{
     Access, NewRepository, ObjectId, RefName, RefUpdate, RepoId, RepoName, RepoUpdate, Repository,
+    Scopes, Visibility,
 };
 use sqlx::Connection;
 use std::sync::Arc;
@@ -195,7 +196,7 @@ async fn create_repo(metadata: &dyn MetadataStore, name: &str) -> anyhow::Result
     Ok(metadata
         .create_repository(&NewRepository {
             name: repo_name(name),
-            private: false,
+            visibility: Visibility::Public,
             default_branch: "main".into(),
         })
         .await?)
@@ -254,12 +255,12 @@ async fn repositories_are_created_listed_and_found_by_name(backend: Backend) -> 
     let created = metadata
         .create_repository(&NewRepository {
             name: repo_name("Nimbus"),
-            private: true,
+            visibility: Visibility::Private,
             default_branch: "trunk".into(),
         })
         .await?;
     assert_eq!(created.name.as_str(), "Nimbus");
-    assert!(created.private);
+    assert_eq!(created.visibility, Visibility::Private);
     assert_eq!(created.default_branch, "trunk");
     assert_eq!(created.created_at, created.updated_at);
     assert!(created.created_at > 1_600_000_000);
@@ -319,14 +320,14 @@ async fn repositories_are_updated_and_renamed(backend: Backend) -> anyhow::Resul
             repo.id,
             &RepoUpdate {
                 name: Some(repo_name("new-name")),
-                private: Some(true),
+                visibility: Some(Visibility::Private),
                 default_branch: Some("develop".into()),
             },
         )
         .await?;
     assert_eq!(renamed.id, repo.id);
     assert_eq!(renamed.name.as_str(), "new-name");
-    assert!(renamed.private);
+    assert_eq!(renamed.visibility, Visibility::Private);
     assert_eq!(renamed.default_branch, "develop");
     assert_eq!(renamed.created_at, repo.created_at);
     assert!(renamed.updated_at >= repo.updated_at);
@@ -341,14 +342,14 @@ async fn repositories_are_updated_and_renamed(backend: Backend) -> anyhow::Resul
         .update_repository(
             repo.id,
             &RepoUpdate {
-                private: Some(false),
+                visibility: Some(Visibility::Public),
                 ..RepoUpdate::default()
             },
         )
         .await?;
     assert_eq!(made_public.name.as_str(), "new-name");
     assert_eq!(made_public.default_branch, "develop");
-    assert!(!made_public.private);
+    assert_eq!(made_public.visibility, Visibility::Public);
 
     // An empty update changes nothing.
     let unchanged = metadata
@@ -374,7 +375,7 @@ async fn repositories_are_updated_and_renamed(backend: Backend) -> anyhow::Resul
             repo.id,
             &RepoUpdate {
                 name: Some(repo_name("TAKEN")),
-                private: Some(true),
+                visibility: Some(Visibility::Private),
                 ..RepoUpdate::default()
             },
         )
@@ -386,8 +387,8 @@ async fn repositories_are_updated_and_renamed(backend: Backend) -> anyhow::Resul
     );
     let after_refusal = metadata.repository(&repo_name("New-Name")).await?;
     assert_eq!(
-        after_refusal.map(|r| r.private),
-        Some(false),
+        after_refusal.map(|r| r.visibility),
+        Some(Visibility::Public),
         "a refused update changes nothing"
     );
     assert_eq!(metadata.repository(&repo_name("taken")).await?, Some(taken));
@@ -404,7 +405,7 @@ async fn repositories_are_updated_and_renamed(backend: Backend) -> anyhow::Resul
         .update_repository(
             RepoId(9999),
             &RepoUpdate {
-                private: Some(true),
+                visibility: Some(Visibility::Private),
                 ..RepoUpdate::default()
             },
         )
@@ -970,17 +971,21 @@ async fn tokens_are_found_by_hash_with_their_user(backend: Backend) -> anyhow::R
     let metadata = database.open().await?;
     let owner = metadata.create_owner("alice").await?;
     let mut ids = Vec::new();
-    for (hash, access, expires_at) in [
-        (vec![1u8; 32], Access::Read, None),
-        (vec![2u8; 32], Access::Write, Some(2_000_000_000)),
-        (vec![3u8; 32], Access::Admin, None),
+    for (hash, scopes, expires_at) in [
+        (vec![1u8; 32], Scopes::parse("repo:read")?, None),
+        (
+            vec![2u8; 32],
+            Scopes::parse("repo:write,api")?,
+            Some(2_000_000_000),
+        ),
+        (vec![3u8; 32], Scopes::ALL, None),
     ] {
         let id = metadata
             .add_token(&NewToken {
                 user: owner.id,
-                description: format!("{access:?} token"),
+                description: format!("{scopes} token"),
                 hash: hash.clone(),
-                access,
+                scopes,
                 expires_at,
             })
             .await?;
@@ -990,7 +995,8 @@ async fn tokens_are_found_by_hash_with_their_user(backend: Backend) -> anyhow::R
             .expect("the token was just added");
         assert_eq!(found.id, id);
         assert_eq!(found.user, owner);
-        assert_eq!(found.access, access);
+        assert_eq!(found.scopes, scopes);
+        assert_eq!(found.revoked_at, None);
         assert_eq!(found.expires_at, expires_at);
         ids.push(id);
     }
@@ -1007,7 +1013,7 @@ async fn tokens_are_found_by_hash_with_their_user(backend: Backend) -> anyhow::R
             user: owner.id,
             description: "duplicate".into(),
             hash: vec![1u8; 32],
-            access: Access::Read,
+            scopes: Scopes::parse("repo:read")?,
             expires_at: None,
         })
         .await;
@@ -1015,6 +1021,196 @@ async fn tokens_are_found_by_hash_with_their_user(backend: Backend) -> anyhow::R
         matches!(duplicate, Err(MetadataError::Backend(_))),
         "{duplicate:?}"
     );
+    Ok(())
+}
+
+async fn users_are_created_listed_and_deleted(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let owner = metadata.create_owner("owner").await?;
+    let bob = metadata.create_user("bob").await?;
+    let alice = metadata.create_user("alice").await?;
+    assert!(!bob.is_owner);
+    assert_eq!(metadata.user_by_name("bob").await?, Some(bob.clone()));
+    assert_eq!(metadata.user_by_name("carol").await?, None);
+    assert_eq!(
+        metadata.list_users().await?,
+        vec![owner.clone(), alice.clone(), bob.clone()]
+    );
+    let duplicate = metadata.create_user("bob").await;
+    assert!(
+        matches!(&duplicate, Err(MetadataError::UserExists { name }) if name == "bob"),
+        "{duplicate:?}"
+    );
+    let duplicate_owner = metadata.create_user("owner").await;
+    assert!(
+        matches!(duplicate_owner, Err(MetadataError::UserExists { .. })),
+        "{duplicate_owner:?}"
+    );
+
+    // Deleting a user takes their tokens and collaborations with them.
+    let repo = create_repo(metadata.as_ref(), "shared").await?;
+    metadata
+        .set_collaborator(repo.id, bob.id, Access::Write)
+        .await?;
+    metadata
+        .add_token(&NewToken {
+            user: bob.id,
+            description: "bob's".into(),
+            hash: vec![7u8; 32],
+            scopes: Scopes::ALL,
+            expires_at: None,
+        })
+        .await?;
+    metadata.delete_user(bob.id).await?;
+    assert_eq!(metadata.user_by_name("bob").await?, None);
+    assert!(metadata.token_by_hash(&[7u8; 32]).await?.is_none());
+    assert!(metadata.list_collaborators(repo.id).await?.is_empty());
+    assert!(matches!(
+        metadata.delete_user(bob.id).await,
+        Err(MetadataError::UserNotFound)
+    ));
+    assert!(matches!(
+        metadata.delete_user(owner.id).await,
+        Err(MetadataError::OwnerCannotBeDeleted)
+    ));
+    assert_eq!(metadata.list_users().await?, vec![owner, alice]);
+    Ok(())
+}
+
+async fn collaborators_are_set_replaced_and_removed(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let bob = metadata.create_user("bob").await?;
+    let carol = metadata.create_user("carol").await?;
+    let repo = create_repo(metadata.as_ref(), "project").await?;
+    let other = create_repo(metadata.as_ref(), "other").await?;
+    assert_eq!(metadata.collaborator_access(repo.id, bob.id).await?, None);
+    metadata
+        .set_collaborator(repo.id, carol.id, Access::Read)
+        .await?;
+    metadata
+        .set_collaborator(repo.id, bob.id, Access::Read)
+        .await?;
+    metadata
+        .set_collaborator(repo.id, bob.id, Access::Admin)
+        .await?;
+    assert_eq!(
+        metadata.collaborator_access(repo.id, bob.id).await?,
+        Some(Access::Admin)
+    );
+    assert_eq!(metadata.collaborator_access(other.id, bob.id).await?, None);
+    let listed: Vec<(String, Access)> = metadata
+        .list_collaborators(repo.id)
+        .await?
+        .into_iter()
+        .map(|c| (c.user.name, c.access))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("bob".into(), Access::Admin),
+            ("carol".into(), Access::Read)
+        ]
+    );
+    assert!(metadata.remove_collaborator(repo.id, bob.id).await?);
+    assert!(!metadata.remove_collaborator(repo.id, bob.id).await?);
+    assert_eq!(metadata.collaborator_access(repo.id, bob.id).await?, None);
+
+    // Deleting the repository removes its collaborators.
+    metadata.delete_repository(repo.id).await?;
+    assert!(metadata.list_collaborators(repo.id).await?.is_empty());
+    let missing = metadata
+        .set_collaborator(repo.id, carol.id, Access::Read)
+        .await;
+    assert!(
+        matches!(missing, Err(MetadataError::RepositoryNotFound)),
+        "{missing:?}"
+    );
+    Ok(())
+}
+
+async fn tokens_are_listed_and_revoked(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let bob = metadata.create_user("bob").await?;
+    let carol = metadata.create_user("carol").await?;
+    let mut ids = Vec::new();
+    for (i, scopes) in ["repo:read", "repo:read,repo:write,api"].iter().enumerate() {
+        ids.push(
+            metadata
+                .add_token(&NewToken {
+                    user: bob.id,
+                    description: format!("token {i}"),
+                    hash: vec![i as u8 + 10; 32],
+                    scopes: Scopes::parse(scopes)?,
+                    expires_at: Some(2_000_000_000),
+                })
+                .await?,
+        );
+    }
+    metadata.touch_token(ids[1], 1_800_000_000).await?;
+    let listed = metadata.list_tokens(bob.id).await?;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, ids[0]);
+    assert_eq!(listed[0].description, "token 0");
+    assert_eq!(listed[0].scopes, Scopes::parse("repo:read")?);
+    assert_eq!(listed[0].last_used_at, None);
+    assert_eq!(listed[1].last_used_at, Some(1_800_000_000));
+    assert_eq!(listed[1].expires_at, Some(2_000_000_000));
+    assert!(metadata.list_tokens(carol.id).await?.is_empty());
+
+    // Only the token's own user can revoke it; revoking keeps the first time.
+    assert!(
+        !metadata
+            .revoke_token(carol.id, ids[0], 1_900_000_000)
+            .await?
+    );
+    assert!(metadata.revoke_token(bob.id, ids[0], 1_900_000_000).await?);
+    assert!(metadata.revoke_token(bob.id, ids[0], 1_950_000_000).await?);
+    assert!(
+        !metadata
+            .revoke_token(bob.id, 987_654, 1_900_000_000)
+            .await?
+    );
+    let found = metadata
+        .token_by_hash(&[10u8; 32])
+        .await?
+        .expect("revoked tokens are still found");
+    assert_eq!(found.revoked_at, Some(1_900_000_000));
+    assert_eq!(found.user, bob);
+    let listed = metadata.list_tokens(bob.id).await?;
+    assert_eq!(listed[0].revoked_at, Some(1_900_000_000));
+    assert_eq!(listed[1].revoked_at, None);
+    Ok(())
+}
+
+async fn repositories_keep_their_visibility(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let hidden = metadata
+        .create_repository(&NewRepository {
+            name: repo_name("unlisted"),
+            visibility: Visibility::Hidden,
+            default_branch: "main".into(),
+        })
+        .await?;
+    assert_eq!(hidden.visibility, Visibility::Hidden);
+    let found = metadata
+        .repository(&repo_name("unlisted"))
+        .await?
+        .expect("created");
+    assert_eq!(found.visibility, Visibility::Hidden);
+    let changed = metadata
+        .update_repository(
+            hidden.id,
+            &RepoUpdate {
+                visibility: Some(Visibility::Private),
+                ..RepoUpdate::default()
+            },
+        )
+        .await?;
+    assert_eq!(changed.visibility, Visibility::Private);
     Ok(())
 }
 
@@ -1342,4 +1538,8 @@ metadata_suite! {
     the_owner_is_created_once,
     tokens_are_found_by_hash_with_their_user,
     refs_cannot_be_both_a_file_and_a_directory,
+    users_are_created_listed_and_deleted,
+    collaborators_are_set_replaced_and_removed,
+    tokens_are_listed_and_revoked,
+    repositories_keep_their_visibility,
 }

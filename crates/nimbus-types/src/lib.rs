@@ -12,8 +12,8 @@ pub mod refs;
 pub mod repo;
 pub mod storage;
 
-pub use access::{Access, Principal, UserId};
+pub use access::{Access, Principal, Scope, ScopeError, Scopes, UserId};
 pub use gix_hash::ObjectId;
 pub use name::{RepoName, RepoNameError};
 pub use refs::{Ref, RefName, RefNameError, RefTarget, RefUpdate};
-pub use repo::{NewRepository, RepoId, RepoUpdate, Repository};
+pub use repo::{NewRepository, RepoId, RepoUpdate, Repository, Visibility};

@@ -2,7 +2,7 @@
 //! repository, users and tokens. One trait, implemented for SQLite (and
 //! later PostgreSQL); callers never branch on the backend.
 
-use crate::access::{Access, UserId};
+use crate::access::{Access, Scopes, UserId};
 use crate::name::RepoName;
 use crate::refs::{Ref, RefUpdate};
 use crate::repo::{NewRepository, RepoId, RepoUpdate, Repository};
@@ -17,6 +17,10 @@ pub enum MetadataError {
     RepositoryNotFound,
     #[error("a user named {name:?} already exists")]
     UserExists { name: String },
+    #[error("user does not exist")]
+    UserNotFound,
+    #[error("the owner account cannot be deleted")]
+    OwnerCannotBeDeleted,
     /// Garbage collection replaced the repository's packs after the push
     /// read them, so what the push was checked against may be gone; check
     /// again against the new packs and retry.
@@ -134,8 +138,8 @@ pub struct NewToken {
     pub description: String,
     /// SHA-256 of the secret.
     pub hash: Vec<u8>,
-    /// The highest access level this token grants.
-    pub access: Access,
+    /// What the token may be used for.
+    pub scopes: Scopes,
     /// Unix seconds.
     pub expires_at: Option<i64>,
 }
@@ -145,8 +149,31 @@ pub struct NewToken {
 pub struct TokenRecord {
     pub id: i64,
     pub user: User,
-    pub access: Access,
+    pub scopes: Scopes,
+    /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// Unix seconds; a revoked token is kept (listed) but never accepted.
+    pub revoked_at: Option<i64>,
+}
+
+/// A token as its user sees it in a listing: never the secret or its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub description: String,
+    pub scopes: Scopes,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A user's access to one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collaborator {
+    pub user: User,
+    pub access: Access,
 }
 
 /// One backend for all metadata.
@@ -204,4 +231,36 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn token_by_hash(&self, hash: &[u8]) -> Result<Option<TokenRecord>, MetadataError>;
     /// Record that a token was used now (Unix seconds).
     async fn touch_token(&self, id: i64, now: i64) -> Result<(), MetadataError>;
+    /// The tokens of a user, oldest first, revoked ones included.
+    async fn list_tokens(&self, user: UserId) -> Result<Vec<TokenInfo>, MetadataError>;
+    /// Revoke a token of `user` as of `now`; `false` when the user has no
+    /// such token. Revoking twice keeps the first time.
+    async fn revoke_token(&self, user: UserId, id: i64, now: i64) -> Result<bool, MetadataError>;
+
+    /// Create a (non-owner) user; fails with [`MetadataError::UserExists`].
+    async fn create_user(&self, name: &str) -> Result<User, MetadataError>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, MetadataError>;
+    /// All users, the owner first, then by name.
+    async fn list_users(&self) -> Result<Vec<User>, MetadataError>;
+    /// Delete a user with their tokens and collaborations; the owner cannot
+    /// be deleted ([`MetadataError::OwnerCannotBeDeleted`]).
+    async fn delete_user(&self, id: UserId) -> Result<(), MetadataError>;
+
+    /// Give `user` `access` to `repo`, replacing any level they had.
+    async fn set_collaborator(
+        &self,
+        repo: RepoId,
+        user: UserId,
+        access: Access,
+    ) -> Result<(), MetadataError>;
+    /// `false` when the user was not a collaborator.
+    async fn remove_collaborator(&self, repo: RepoId, user: UserId) -> Result<bool, MetadataError>;
+    /// The collaborators of a repository, by user name.
+    async fn list_collaborators(&self, repo: RepoId) -> Result<Vec<Collaborator>, MetadataError>;
+    /// The level `user` was given on `repo`, if any.
+    async fn collaborator_access(
+        &self,
+        repo: RepoId,
+        user: UserId,
+    ) -> Result<Option<Access>, MetadataError>;
 }

@@ -15,12 +15,60 @@ impl std::fmt::Display for RepoId {
     }
 }
 
+/// Who may see a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Listed, and readable by anyone (anonymous users too, if the instance
+    /// allows anonymous reads).
+    Public,
+    /// Only the owner and the repository's collaborators know it exists.
+    Private,
+    /// Readable like a public repository by anyone who knows its name, but
+    /// listed only to the owner and its collaborators.
+    Hidden,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Private => "private",
+            Visibility::Hidden => "hidden",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Visibility> {
+        match text {
+            "public" => Some(Visibility::Public),
+            "private" => Some(Visibility::Private),
+            "hidden" => Some(Visibility::Hidden),
+            _ => None,
+        }
+    }
+
+    /// The old boolean `private` field: true only for private repositories.
+    pub fn from_private(private: bool) -> Visibility {
+        if private {
+            Visibility::Private
+        } else {
+            Visibility::Public
+        }
+    }
+}
+
+impl std::fmt::Display for Visibility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repository {
     pub id: RepoId,
     pub name: RepoName,
-    pub private: bool,
+    pub visibility: Visibility,
     /// The branch `HEAD` points at, without `refs/heads/`.
     pub default_branch: String,
     /// Unix seconds.
@@ -33,7 +81,7 @@ pub struct Repository {
 #[derive(Debug, Clone)]
 pub struct NewRepository {
     pub name: RepoName,
-    pub private: bool,
+    pub visibility: Visibility,
     pub default_branch: String,
 }
 
@@ -41,7 +89,7 @@ pub struct NewRepository {
 #[derive(Debug, Clone, Default)]
 pub struct RepoUpdate {
     pub name: Option<RepoName>,
-    pub private: Option<bool>,
+    pub visibility: Option<Visibility>,
     pub default_branch: Option<String>,
 }
 

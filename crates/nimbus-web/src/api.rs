@@ -1,13 +1,17 @@
-//! The JSON API: `/api/v1/repos` and `/api/v1/repos/{name}`, authorised by
-//! `Authorization: Bearer <token>`.
+//! The JSON API: repositories, collaborators, users and tokens under
+//! `/api/v1`, authorised by `Authorization: Bearer <token>` (the token needs
+//! the `api` scope). Every permission question goes to `AccessControl`;
+//! this module only maps its decisions to statuses.
 
 use crate::app::AdminError;
 use crate::error::WebError;
-use crate::git_http::{authorized_repo, principal};
+use crate::git_http::{auth_failure, authorized_repo, principal};
 use crate::{App, RequestParts, body};
-use nimbus_auth::Decision;
-use nimbus_types::metadata::MetadataError;
-use nimbus_types::{Access, Principal, RepoName, RepoUpdate, Repository};
+use nimbus_auth::{Decision, InstanceAction, RepoAction, Surface};
+use nimbus_types::metadata::{MetadataError, TokenInfo, User};
+use nimbus_types::{
+    Access, Principal, RepoName, RepoUpdate, Repository, Scopes, UserId, Visibility,
+};
 use serde::{Deserialize, Serialize};
 use warp::http::{Method, StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -17,6 +21,8 @@ use warp::reply::{Reply, Response};
 pub struct RepoView {
     pub id: i64,
     pub name: String,
+    pub visibility: Visibility,
+    /// The old boolean form of `visibility`: true only for private.
     pub private: bool,
     pub default_branch: String,
     pub clone_url: String,
@@ -28,8 +34,9 @@ pub struct RepoView {
 #[serde(deny_unknown_fields)]
 struct CreateRepo {
     name: String,
-    #[serde(default)]
-    private: bool,
+    /// An alias of `visibility`: `true` is private, `false` public.
+    private: Option<bool>,
+    visibility: Option<Visibility>,
     default_branch: Option<String>,
 }
 
@@ -38,7 +45,26 @@ struct CreateRepo {
 struct PatchRepo {
     name: Option<String>,
     private: Option<bool>,
+    visibility: Option<Visibility>,
     default_branch: Option<String>,
+}
+
+/// `visibility` and its alias `private` must agree when both are given.
+fn visibility_of(
+    private: Option<bool>,
+    visibility: Option<Visibility>,
+) -> Result<Option<Visibility>, WebError> {
+    match (private, visibility) {
+        (Some(private), Some(visibility)) if (visibility == Visibility::Private) != private => {
+            Err(WebError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "'private' and 'visibility' disagree; give only 'visibility'",
+            ))
+        }
+        (_, Some(visibility)) => Ok(Some(visibility)),
+        (Some(private), None) => Ok(Some(Visibility::from_private(private))),
+        (None, None) => Ok(None),
+    }
 }
 
 fn base_url(app: &App, parts: &RequestParts) -> String {
@@ -57,7 +83,8 @@ fn view(base: &str, repo: &Repository) -> RepoView {
     RepoView {
         id: repo.id.0,
         name: repo.name.to_string(),
-        private: repo.private,
+        visibility: repo.visibility,
+        private: repo.visibility == Visibility::Private,
         default_branch: repo.default_branch.clone(),
         clone_url: format!("{base}/{}.git", repo.name),
         created_at: repo.created_at,
@@ -115,38 +142,54 @@ async fn repos_inner(app: &App, parts: RequestParts) -> Result<Response, WebErro
     let principal = principal(app, &parts.headers).await?;
     let base = base_url(app, &parts);
     if parts.method == Method::POST {
-        match app.access.authorize_instance(&principal) {
-            Decision::Allow => {}
-            Decision::Unauthenticated => {
-                return Err(WebError::unauthorized(
-                    "a token is required to create repositories",
-                ));
-            }
-            Decision::Forbidden => {
-                return Err(WebError::forbidden(
-                    "only the owner can create repositories",
-                ));
-            }
-        }
+        require(app.access.authorize_instance(
+            &principal,
+            InstanceAction::CreateRepository,
+            Surface::Api,
+        ))?;
         let request: CreateRepo = read_json(app, parts).await?;
         let name = repo_name(&request.name)?;
+        let visibility =
+            visibility_of(request.private, request.visibility)?.unwrap_or(Visibility::Public);
         let repo = app
-            .create_repository(name, request.private, request.default_branch)
+            .create_repository(name, visibility, request.default_branch)
             .await
             .map_err(admin_error)?;
         return Ok(json_reply(StatusCode::CREATED, &view(&base, &repo)));
+    }
+    if let Principal::User { .. } = principal {
+        require(app.access.authorize_self(&principal, Surface::Api))?;
     }
     let all = app
         .meta
         .list_repositories()
         .await
         .map_err(|e| WebError::internal(&e))?;
-    let visible: Vec<RepoView> = all
-        .iter()
-        .filter(|repo| app.access.authorize_repo(&principal, repo, Access::Read) == Decision::Allow)
-        .map(|repo| view(&base, repo))
-        .collect();
+    let mut visible = Vec::new();
+    for repo in &all {
+        if app
+            .access
+            .lists_repo(&principal, repo)
+            .await
+            .map_err(auth_failure)?
+        {
+            visible.push(view(&base, repo));
+        }
+    }
     Ok(json_reply(StatusCode::OK, &visible))
+}
+
+/// An instance or self decision as a result; repository decisions go
+/// through `authorized_repo`.
+fn require(decision: Decision) -> Result<(), WebError> {
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Unauthenticated => Err(WebError::unauthorized(
+            "authentication required; send a token with the api scope as Authorization: Bearer",
+        )),
+        Decision::NotFound => Err(WebError::not_found("not found")),
+        Decision::Forbidden(refusal) => Err(WebError::forbidden(refusal.to_string())),
+    }
 }
 
 /// `GET|PATCH|DELETE /api/v1/repos/{name}`
@@ -157,19 +200,19 @@ pub async fn repo(app: &App, name: &str, parts: RequestParts) -> Result<Response
 async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
     let principal: Principal = principal(app, &parts.headers).await?;
     let base = base_url(app, &parts);
-    let level = if parts.method == Method::GET {
-        Access::Read
+    let action = if parts.method == Method::GET {
+        RepoAction::Read
     } else {
-        Access::Admin
+        RepoAction::Admin
     };
-    let repo = authorized_repo(app, name, &principal, level).await?;
+    let repo = authorized_repo(app, name, &principal, action, Surface::Api).await?;
     match parts.method {
         Method::GET => Ok(json_reply(StatusCode::OK, &view(&base, &repo))),
         Method::PATCH => {
             let request: PatchRepo = read_json(app, parts).await?;
             let update = RepoUpdate {
                 name: request.name.as_deref().map(repo_name).transpose()?,
-                private: request.private,
+                visibility: visibility_of(request.private, request.visibility)?,
                 default_branch: request.default_branch,
             };
             let updated = app
@@ -180,11 +223,404 @@ async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Respon
         }
         Method::DELETE => {
             app.delete_repository(&repo).await.map_err(admin_error)?;
-            Ok(warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response())
+            Ok(no_content())
         }
-        _ => Err(WebError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed",
-        )),
+        _ => Err(method_not_allowed()),
     }
+}
+
+fn no_content() -> Response {
+    warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
+}
+
+fn method_not_allowed() -> WebError {
+    WebError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+fn internal(err: MetadataError) -> WebError {
+    WebError::internal(&err)
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize)]
+struct UserView {
+    id: i64,
+    name: String,
+    is_owner: bool,
+}
+
+fn user_view(user: &User) -> UserView {
+    UserView {
+        id: user.id.0,
+        name: user.name.clone(),
+        is_owner: user.is_owner,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CollaboratorView {
+    user: String,
+    access: Access,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetCollaborator {
+    access: String,
+}
+
+/// `GET /api/v1/repos/{name}/collaborators`: repository admins only.
+pub async fn collaborators(
+    app: &App,
+    name: &str,
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    async {
+        let principal = principal(app, &parts.headers).await?;
+        let repo = authorized_repo(app, name, &principal, RepoAction::Admin, Surface::Api).await?;
+        let listed = app
+            .meta
+            .list_collaborators(repo.id)
+            .await
+            .map_err(internal)?;
+        let views: Vec<CollaboratorView> = listed
+            .into_iter()
+            .map(|c| CollaboratorView {
+                user: c.user.name,
+                access: c.access,
+            })
+            .collect();
+        Ok(json_reply(StatusCode::OK, &views))
+    }
+    .await
+    .map_err(WebError::json)
+}
+
+async fn existing_user(app: &App, name: &str) -> Result<User, WebError> {
+    app.meta
+        .user_by_name(name)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| WebError::not_found(format!("user '{name}' not found")))
+}
+
+/// `PUT|DELETE /api/v1/repos/{name}/collaborators/{user}`: repository admins only.
+pub async fn collaborator(
+    app: &App,
+    name: &str,
+    user: &str,
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    async {
+        let principal = principal(app, &parts.headers).await?;
+        let repo = authorized_repo(app, name, &principal, RepoAction::Admin, Surface::Api).await?;
+        let user = existing_user(app, user).await?;
+        match parts.method {
+            Method::PUT => {
+                let request: SetCollaborator = read_json(app, parts).await?;
+                let access = Access::parse(&request.access).ok_or_else(|| {
+                    WebError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            "unknown access level {:?}; use read, write or admin",
+                            request.access
+                        ),
+                    )
+                })?;
+                if user.is_owner {
+                    return Err(WebError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "the owner is admin on every repository already",
+                    ));
+                }
+                app.meta
+                    .set_collaborator(repo.id, user.id, access)
+                    .await
+                    .map_err(internal)?;
+                tracing::info!(repo = %repo.name, user = %user.name, %access, by = principal.label(), "collaborator set");
+                Ok(json_reply(
+                    StatusCode::OK,
+                    &CollaboratorView {
+                        user: user.name,
+                        access,
+                    },
+                ))
+            }
+            Method::DELETE => {
+                if !app
+                    .meta
+                    .remove_collaborator(repo.id, user.id)
+                    .await
+                    .map_err(internal)?
+                {
+                    return Err(WebError::not_found(format!(
+                        "'{}' is not a collaborator of '{}'",
+                        user.name, repo.name
+                    )));
+                }
+                tracing::info!(repo = %repo.name, user = %user.name, by = principal.label(), "collaborator removed");
+                Ok(no_content())
+            }
+            _ => Err(method_not_allowed()),
+        }
+    }
+    .await
+    .map_err(WebError::json)
+}
+
+/// The principal's account, for endpoints about oneself.
+async fn signed_in(app: &App, parts: &RequestParts) -> Result<(UserId, Principal), WebError> {
+    let principal = principal(app, &parts.headers).await?;
+    require(app.access.authorize_self(&principal, Surface::Api))?;
+    match &principal {
+        Principal::User { id, .. } => Ok((*id, principal)),
+        Principal::Anonymous => Err(WebError::unauthorized("authentication required")),
+    }
+}
+
+/// `GET /api/v1/user`: who the token belongs to, and its scopes.
+pub async fn current_user(app: &App, parts: RequestParts) -> Result<Response, WebError> {
+    async {
+        let (_, principal) = signed_in(app, &parts).await?;
+        let Principal::User {
+            id,
+            name,
+            is_owner,
+            scopes,
+        } = principal
+        else {
+            return Err(WebError::unauthorized("authentication required"));
+        };
+        Ok(json_reply(
+            StatusCode::OK,
+            &serde_json::json!({
+                "id": id.0,
+                "name": name,
+                "is_owner": is_owner,
+                "token_scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            }),
+        ))
+    }
+    .await
+    .map_err(WebError::json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    name: String,
+}
+
+/// `GET|POST /api/v1/users`: the owner manages accounts.
+pub async fn users(app: &App, parts: RequestParts) -> Result<Response, WebError> {
+    async {
+        let principal = principal(app, &parts.headers).await?;
+        require(app.access.authorize_instance(
+            &principal,
+            InstanceAction::ManageUsers,
+            Surface::Api,
+        ))?;
+        if parts.method == Method::POST {
+            let request: CreateUser = read_json(app, parts).await?;
+            nimbus_auth::validate_user_name(&request.name)
+                .map_err(|e| WebError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+            let user = app
+                .meta
+                .create_user(&request.name)
+                .await
+                .map_err(|err| match err {
+                    MetadataError::UserExists { name } => WebError::new(
+                        StatusCode::CONFLICT,
+                        format!("user '{name}' already exists"),
+                    ),
+                    err => internal(err),
+                })?;
+            tracing::info!(user = %user.name, by = principal.label(), "user created");
+            return Ok(json_reply(StatusCode::CREATED, &user_view(&user)));
+        }
+        let users = app.meta.list_users().await.map_err(internal)?;
+        let views: Vec<UserView> = users.iter().map(user_view).collect();
+        Ok(json_reply(StatusCode::OK, &views))
+    }
+    .await
+    .map_err(WebError::json)
+}
+
+/// `GET|DELETE /api/v1/users/{name}`: the owner manages accounts.
+pub async fn user(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
+    async {
+        let principal = principal(app, &parts.headers).await?;
+        require(app.access.authorize_instance(
+            &principal,
+            InstanceAction::ManageUsers,
+            Surface::Api,
+        ))?;
+        let user = existing_user(app, name).await?;
+        match parts.method {
+            Method::GET => Ok(json_reply(StatusCode::OK, &user_view(&user))),
+            Method::DELETE => {
+                app.meta
+                    .delete_user(user.id)
+                    .await
+                    .map_err(|err| match err {
+                        MetadataError::OwnerCannotBeDeleted => {
+                            WebError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())
+                        }
+                        MetadataError::UserNotFound => {
+                            WebError::not_found(format!("user '{name}' not found"))
+                        }
+                        err => internal(err),
+                    })?;
+                tracing::info!(user = %user.name, by = principal.label(), "user deleted");
+                Ok(no_content())
+            }
+            _ => Err(method_not_allowed()),
+        }
+    }
+    .await
+    .map_err(WebError::json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    #[serde(default)]
+    description: String,
+    scopes: Vec<String>,
+    /// Days from now; none: the token does not expire.
+    expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenView {
+    id: i64,
+    description: String,
+    scopes: Vec<&'static str>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+fn token_view(token: &TokenInfo) -> TokenView {
+    TokenView {
+        id: token.id,
+        description: token.description.clone(),
+        scopes: token.scopes.iter().map(|s| s.as_str()).collect(),
+        created_at: token.created_at,
+        expires_at: token.expires_at,
+        last_used_at: token.last_used_at,
+        revoked_at: token.revoked_at,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Issue a token from a request body; the secret is in the reply, once.
+async fn create_token(
+    app: &App,
+    user: UserId,
+    presented: Scopes,
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let request: CreateToken = read_json(app, parts).await?;
+    let scopes = Scopes::parse(&request.scopes.join(","))
+        .map_err(|e| WebError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    if scopes == Scopes::default() {
+        return Err(WebError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a token needs at least one scope",
+        ));
+    }
+    if !nimbus_auth::policy::may_grant(presented, scopes) {
+        return Err(WebError::forbidden(
+            "a token cannot create a token with scopes it does not have itself",
+        ));
+    }
+    let expires_at = request
+        .expires_in_days
+        .map(|days| unix_now().saturating_add(i64::from(days) * 86_400));
+    let issued = nimbus_auth::issue_token(
+        app.meta.as_ref(),
+        user,
+        &request.description,
+        scopes,
+        expires_at,
+    )
+    .await
+    .map_err(internal)?;
+    tracing::info!(token = issued.id, scopes = %scopes, "token created");
+    Ok(json_reply(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "id": issued.id,
+            "token": issued.secret,
+            "scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "expires_at": expires_at,
+        }),
+    ))
+}
+
+fn scopes_of(principal: &Principal) -> Scopes {
+    match principal {
+        Principal::User { scopes, .. } => *scopes,
+        Principal::Anonymous => Scopes::default(),
+    }
+}
+
+/// `POST /api/v1/users/{name}/tokens`: the owner issues a token for a user.
+pub async fn user_tokens(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
+    async {
+        let principal = principal(app, &parts.headers).await?;
+        require(app.access.authorize_instance(
+            &principal,
+            InstanceAction::ManageUsers,
+            Surface::Api,
+        ))?;
+        let user = existing_user(app, name).await?;
+        create_token(app, user.id, scopes_of(&principal), parts).await
+    }
+    .await
+    .map_err(WebError::json)
+}
+
+/// `GET|POST /api/v1/user/tokens`: one's own tokens.
+pub async fn tokens(app: &App, parts: RequestParts) -> Result<Response, WebError> {
+    async {
+        let (user, principal) = signed_in(app, &parts).await?;
+        if parts.method == Method::POST {
+            return create_token(app, user, scopes_of(&principal), parts).await;
+        }
+        let tokens = app.meta.list_tokens(user).await.map_err(internal)?;
+        let views: Vec<TokenView> = tokens.iter().map(token_view).collect();
+        Ok(json_reply(StatusCode::OK, &views))
+    }
+    .await
+    .map_err(WebError::json)
+}
+
+/// `DELETE /api/v1/user/tokens/{id}`: revoke one's own token.
+pub async fn token(app: &App, id: &str, parts: RequestParts) -> Result<Response, WebError> {
+    async {
+        let (user, _) = signed_in(app, &parts).await?;
+        let not_found = || WebError::not_found(format!("token {id} not found"));
+        let id: i64 = id.parse().map_err(|_| not_found())?;
+        if !app
+            .meta
+            .revoke_token(user, id, unix_now())
+            .await
+            .map_err(internal)?
+        {
+            return Err(not_found());
+        }
+        tracing::info!(token = id, "token revoked");
+        Ok(no_content())
+    }
+    .await
+    .map_err(WebError::json)
 }

@@ -6,7 +6,7 @@ use nimbus_git::maintenance::Maintainer;
 use nimbus_git::service::{GitService, ServiceError};
 use nimbus_types::metadata::{MetadataError, MetadataStore};
 use nimbus_types::repo::validate_branch_name;
-use nimbus_types::{NewRepository, RepoName, RepoUpdate, Repository};
+use nimbus_types::{NewRepository, RepoName, RepoUpdate, Repository, Visibility};
 use std::sync::Arc;
 
 /// Settings of the HTTP layer.
@@ -56,7 +56,7 @@ impl App {
     pub async fn create_repository(
         &self,
         name: RepoName,
-        private: bool,
+        visibility: Visibility,
         default_branch: Option<String>,
     ) -> Result<Repository, AdminError> {
         let default_branch = default_branch.unwrap_or_else(|| "main".to_owned());
@@ -65,11 +65,11 @@ impl App {
             .meta
             .create_repository(&NewRepository {
                 name,
-                private,
+                visibility,
                 default_branch,
             })
             .await?;
-        tracing::info!(repo = %repo.name, private = repo.private, "repository created");
+        tracing::info!(repo = %repo.name, visibility = %repo.visibility, "repository created");
         Ok(repo)
     }
 

@@ -3,11 +3,11 @@
 
 use crate::error::WebError;
 use crate::{App, RequestParts, body};
-use nimbus_auth::{Credential, Decision};
+use nimbus_auth::{Credential, Decision, Refusal, RepoAction, Surface};
 use nimbus_git::advertise::ProtocolVersion;
 use nimbus_git::pktline::{write_flush, write_line};
 use nimbus_git::service::Service;
-use nimbus_types::{Access, Principal, RepoName, Repository};
+use nimbus_types::{Principal, RepoName, Repository};
 use tracing::Instrument;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -29,42 +29,67 @@ pub async fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, WebE
     app.access
         .authenticate(credential.as_ref())
         .await
-        .map_err(|err| match err {
-            nimbus_auth::AuthError::Metadata(err) => WebError::internal(&err),
-            err => WebError::unauthorized(err.to_string()),
-        })
+        .map_err(auth_failure)
 }
 
-/// Find a repository and check `principal` may use it at `level`.
+/// The response for a refused repository request. Anonymous users get the
+/// same 401 for private and missing repositories, signed-in users the same
+/// 404, so neither learns that a private repository exists.
+pub fn refusal(decision: Decision, name: &str, action: RepoAction) -> WebError {
+    match decision {
+        Decision::Allow => WebError::internal(&std::io::Error::other(
+            "an allowed request was reported as refused",
+        )),
+        Decision::Unauthenticated => WebError::unauthorized(match action {
+            RepoAction::Read => format!(
+                "authentication required to read repository '{name}' (or it does not exist); \
+                 use a token as the password"
+            ),
+            RepoAction::Write => "authentication required to push; use a token with the \
+                 repo:write scope as the password"
+                .to_owned(),
+            RepoAction::Admin => "authentication required".to_owned(),
+        }),
+        Decision::NotFound => WebError::not_found(format!("repository '{name}' not found")),
+        Decision::Forbidden(Refusal::NotPermitted { needs }) => WebError::forbidden(format!(
+            "you do not have {needs} access to repository '{name}'"
+        )),
+        Decision::Forbidden(refusal) => WebError::forbidden(refusal.to_string()),
+    }
+}
+
+/// Map a failure of the access control to a response.
+pub fn auth_failure(err: nimbus_auth::AuthError) -> WebError {
+    match err {
+        nimbus_auth::AuthError::Metadata(err) => WebError::internal(&err),
+        err => WebError::unauthorized(err.to_string()),
+    }
+}
+
+/// Find a repository and check `principal` may do `action` on it.
 pub async fn authorized_repo(
     app: &App,
     name: &str,
     principal: &Principal,
-    level: Access,
+    action: RepoAction,
+    surface: Surface,
 ) -> Result<Repository, WebError> {
-    let not_found = || WebError::not_found(format!("repository '{name}' not found"));
-    let name = RepoName::new(name).map_err(|_| not_found())?;
-    let repo = app
-        .meta
-        .repository(&name)
+    let repo = match RepoName::new(name) {
+        Ok(valid) => app
+            .meta
+            .repository(&valid)
+            .await
+            .map_err(|e| WebError::internal(&e))?,
+        Err(_) => None,
+    };
+    let decision = app
+        .access
+        .authorize_repo(principal, repo.as_ref(), action, surface)
         .await
-        .map_err(|e| WebError::internal(&e))?
-        .ok_or_else(not_found)?;
-    match app.access.authorize_repo(principal, &repo, level) {
-        Decision::Allow => Ok(repo),
-        Decision::Unauthenticated => Err(WebError::unauthorized(match level {
-            Access::Read => "authentication required to read this repository",
-            _ => "authentication required to push; use a token with write access as the password",
-        })),
-        Decision::Forbidden => Err(WebError::forbidden(format!(
-            "your token does not grant {} access to '{}'",
-            match level {
-                Access::Read => "read",
-                Access::Write => "write",
-                Access::Admin => "admin",
-            },
-            repo.name
-        ))),
+        .map_err(auth_failure)?;
+    match (decision, repo) {
+        (Decision::Allow, Some(repo)) => Ok(repo),
+        (decision, _) => Err(refusal(decision, name, action)),
     }
 }
 
@@ -149,10 +174,10 @@ pub async fn info_refs(app: &App, name: &str, parts: RequestParts) -> Result<Res
     };
     let principal = principal(app, &parts.headers).await?;
     let level = match service {
-        Service::UploadPack => Access::Read,
-        Service::ReceivePack => Access::Write,
+        Service::UploadPack => RepoAction::Read,
+        Service::ReceivePack => RepoAction::Write,
     };
-    let repo = authorized_repo(app, name, &principal, level).await?;
+    let repo = authorized_repo(app, name, &principal, level, Surface::Git).await?;
     let version = protocol_version(&parts.headers);
     let advertisement = app
         .git
@@ -182,7 +207,7 @@ pub async fn info_refs(app: &App, name: &str, parts: RequestParts) -> Result<Res
 /// `POST /{repo}/git-upload-pack`
 pub async fn upload_pack(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
     let principal = principal(app, &parts.headers).await?;
-    let repo = authorized_repo(app, name, &principal, Access::Read).await?;
+    let repo = authorized_repo(app, name, &principal, RepoAction::Read, Surface::Git).await?;
     let span = tracing::info_span!("upload-pack", repo = %repo.name, user = principal.label());
     require_content_type(&parts.headers, "application/x-git-upload-pack-request")?;
     let version = protocol_version(&parts.headers);
@@ -212,7 +237,7 @@ pub async fn receive_pack(
     parts: RequestParts,
 ) -> Result<Response, WebError> {
     let principal = principal(app, &parts.headers).await?;
-    let repo = authorized_repo(app, name, &principal, Access::Write).await?;
+    let repo = authorized_repo(app, name, &principal, RepoAction::Write, Surface::Git).await?;
     let span = tracing::info_span!("receive-pack", repo = %repo.name, user = principal.label());
     require_content_type(&parts.headers, "application/x-git-receive-pack-request")?;
     let body = body::decoded(parts.body, encoding(&parts.headers)).map_err(body_error)?;

@@ -105,6 +105,14 @@ async fn dispatch(app: &App, parts: RequestParts) -> Response {
         Route::ReceivePack { repo } => git_http::receive_pack(app, &repo, parts).await,
         Route::ApiRepos => api::repos(app, parts).await,
         Route::ApiRepo { name } => api::repo(app, &name, parts).await,
+        Route::ApiCollaborators { repo } => api::collaborators(app, &repo, parts).await,
+        Route::ApiCollaborator { repo, user } => api::collaborator(app, &repo, &user, parts).await,
+        Route::ApiCurrentUser => api::current_user(app, parts).await,
+        Route::ApiUsers => api::users(app, parts).await,
+        Route::ApiUser { name } => api::user(app, &name, parts).await,
+        Route::ApiUserTokens { name } => api::user_tokens(app, &name, parts).await,
+        Route::ApiTokens => api::tokens(app, parts).await,
+        Route::ApiToken { id } => api::token(app, &id, parts).await,
         Route::NotFound => Err(WebError::not_found("not found")),
     };
     result.unwrap_or_else(WebError::into_response)

@@ -23,6 +23,33 @@ pub enum Route {
     ApiRepo {
         name: String,
     },
+    /// `/api/v1/repos/{name}/collaborators`
+    ApiCollaborators {
+        repo: String,
+    },
+    /// `/api/v1/repos/{name}/collaborators/{user}`
+    ApiCollaborator {
+        repo: String,
+        user: String,
+    },
+    /// `/api/v1/user`: who am I.
+    ApiCurrentUser,
+    /// `/api/v1/users`
+    ApiUsers,
+    /// `/api/v1/users/{name}`
+    ApiUser {
+        name: String,
+    },
+    /// `/api/v1/users/{name}/tokens`: the owner issues a user's token.
+    ApiUserTokens {
+        name: String,
+    },
+    /// `/api/v1/user/tokens`
+    ApiTokens,
+    /// `/api/v1/user/tokens/{id}`
+    ApiToken {
+        id: String,
+    },
     NotFound,
 }
 
@@ -33,6 +60,14 @@ pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
         Route::UploadPack { .. } | Route::ReceivePack { .. } => &["POST"],
         Route::ApiRepos => &["GET", "POST"],
         Route::ApiRepo { .. } => &["GET", "PATCH", "DELETE"],
+        Route::ApiCollaborators { .. } => &["GET"],
+        Route::ApiCollaborator { .. } => &["PUT", "DELETE"],
+        Route::ApiCurrentUser => &["GET"],
+        Route::ApiUsers => &["GET", "POST"],
+        Route::ApiUser { .. } => &["GET", "DELETE"],
+        Route::ApiUserTokens { .. } => &["POST"],
+        Route::ApiTokens => &["GET", "POST"],
+        Route::ApiToken { .. } => &["DELETE"],
         Route::NotFound => &[],
     }
 }
@@ -49,6 +84,31 @@ pub fn route(path: &str) -> Route {
         ["healthz"] => Route::Health,
         ["api", "v1", "repos"] => Route::ApiRepos,
         ["api", "v1", "repos", name] if !name.is_empty() => Route::ApiRepo {
+            name: (*name).to_owned(),
+        },
+        ["api", "v1", "repos", repo, "collaborators"] if !repo.is_empty() => {
+            Route::ApiCollaborators {
+                repo: (*repo).to_owned(),
+            }
+        }
+        ["api", "v1", "repos", repo, "collaborators", user]
+            if !repo.is_empty() && !user.is_empty() =>
+        {
+            Route::ApiCollaborator {
+                repo: (*repo).to_owned(),
+                user: (*user).to_owned(),
+            }
+        }
+        ["api", "v1", "user"] => Route::ApiCurrentUser,
+        ["api", "v1", "user", "tokens"] => Route::ApiTokens,
+        ["api", "v1", "user", "tokens", id] if !id.is_empty() => Route::ApiToken {
+            id: (*id).to_owned(),
+        },
+        ["api", "v1", "users"] => Route::ApiUsers,
+        ["api", "v1", "users", name] if !name.is_empty() => Route::ApiUser {
+            name: (*name).to_owned(),
+        },
+        ["api", "v1", "users", name, "tokens"] if !name.is_empty() => Route::ApiUserTokens {
             name: (*name).to_owned(),
         },
         [repo, "info", "refs"] if !repo.is_empty() => Route::InfoRefs {
@@ -100,6 +160,28 @@ mod tests {
             Route::ApiRepo { name: "x".into() }
         );
         assert_eq!(route("/healthz"), Route::Health);
+        assert_eq!(
+            route("/api/v1/repos/x/collaborators/bob"),
+            Route::ApiCollaborator {
+                repo: "x".into(),
+                user: "bob".into()
+            }
+        );
+        assert_eq!(
+            route("/api/v1/repos/x/collaborators"),
+            Route::ApiCollaborators { repo: "x".into() }
+        );
+        assert_eq!(route("/api/v1/user"), Route::ApiCurrentUser);
+        assert_eq!(route("/api/v1/user/tokens"), Route::ApiTokens);
+        assert_eq!(
+            route("/api/v1/user/tokens/7"),
+            Route::ApiToken { id: "7".into() }
+        );
+        assert_eq!(route("/api/v1/users"), Route::ApiUsers);
+        assert_eq!(
+            route("/api/v1/users/bob/tokens"),
+            Route::ApiUserTokens { name: "bob".into() }
+        );
         for path in [
             "/",
             "/demo",

@@ -1,5 +1,6 @@
-//! The `nimbus` command: `nimbus serve` runs the server; `nimbus repo ...`
-//! administers repositories directly on the configured storage.
+//! The `nimbus` command: `nimbus serve` runs the server; `nimbus repo ...`,
+//! `nimbus user ...`, `nimbus token ...` and `nimbus collaborator ...`
+//! administer repositories and accounts directly on the configured storage.
 
 mod import;
 
@@ -11,7 +12,7 @@ use nimbus_git::service::{GitService, GitServiceConfig};
 use nimbus_store::{LocalObjectStore, PackCache, PgMetadata, SqliteMetadata};
 use nimbus_types::metadata::MetadataStore;
 use nimbus_types::storage::ObjectStore;
-use nimbus_types::{RepoName, RepoUpdate};
+use nimbus_types::{Access, RepoName, RepoUpdate, Scopes, Visibility};
 use nimbus_web::{App, AppConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +78,71 @@ enum Command {
     /// Administer repositories.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Manage user accounts (the owner's collaborators).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage personal access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage who may read, push to or administer a repository.
+    #[command(subcommand)]
+    Collaborator(CollaboratorCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create an account.
+    Add { name: String },
+    /// List accounts.
+    List,
+    /// Delete an account with its tokens and collaborations.
+    Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token and print it (once).
+    Create {
+        /// Whose token it is.
+        #[arg(long)]
+        user: String,
+        /// Comma-separated: repo:read, repo:write, admin, api.
+        #[arg(long)]
+        scopes: String,
+        /// Lifetime (`30d`, `12h`); default: no expiry.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List a user's tokens.
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a token.
+    Revoke {
+        #[arg(long)]
+        user: String,
+        id: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CollaboratorCommand {
+    /// Give a user access to a repository (or change their level).
+    Add {
+        repo: String,
+        user: String,
+        /// read, write or admin.
+        #[arg(long, default_value = "read")]
+        access: String,
+    },
+    /// List a repository's collaborators.
+    List { repo: String },
+    /// Take a user's access to a repository away.
+    Remove { repo: String, user: String },
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +159,9 @@ struct ServeArgs {
     /// to other users of the machine.
     #[arg(long, env = "NIMBUS_OWNER_TOKEN", hide_env_values = true)]
     owner_token: Option<String>,
+    /// Whether anonymous users may clone public and hidden repositories.
+    #[arg(long, env = "NIMBUS_ANONYMOUS_READ", default_value_t = true, action = clap::ArgAction::Set)]
+    anonymous_read: bool,
     /// The largest pack a push may send, in MiB.
     #[arg(long, env = "NIMBUS_MAX_PACK_MIB", default_value_t = 4096)]
     max_pack_mib: u64,
@@ -114,6 +183,10 @@ struct GraceArgs {
     /// longer than the slowest clone or push.
     #[arg(long, env = "NIMBUS_GC_GRACE", default_value = "1h", value_parser = parse_duration)]
     gc_grace: std::time::Duration,
+}
+
+fn parse_visibility(text: &str) -> Result<Visibility, String> {
+    Visibility::parse(text).ok_or_else(|| format!("{text:?} is not public, private or hidden"))
 }
 
 /// `90`, `90s`, `10m`, `1h`, `2d`.
@@ -147,9 +220,12 @@ enum RepoCommand {
     /// Create a repository.
     Create {
         name: String,
-        /// Only the owner can read it.
-        #[arg(long)]
+        /// Only the owner and collaborators can read it (`--visibility private`).
+        #[arg(long, conflicts_with = "visibility")]
         private: bool,
+        /// public, private or hidden (readable by URL, not listed).
+        #[arg(long, value_parser = parse_visibility)]
+        visibility: Option<Visibility>,
         /// The branch HEAD points at.
         #[arg(long, default_value = "main")]
         default_branch: String,
@@ -273,7 +349,12 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
             },
         },
     ));
-    let access = Arc::new(nimbus_auth::OwnerAccess::new(meta.clone()));
+    let access = Arc::new(nimbus_auth::AccountAccess::new(
+        meta.clone(),
+        nimbus_auth::PolicySettings {
+            anonymous_read: serve.is_none_or(|s| s.anonymous_read),
+        },
+    ));
     let maintainer = serve.map(|args| {
         Maintainer::new(
             git.clone(),
@@ -371,26 +452,24 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
         RepoCommand::Create {
             name,
             private,
+            visibility,
             default_branch,
         } => {
             let name = RepoName::new(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let visibility = visibility.unwrap_or(Visibility::from_private(*private));
             let repo = app
-                .create_repository(name, *private, Some(default_branch.clone()))
+                .create_repository(name, visibility, Some(default_branch.clone()))
                 .await?;
             println!(
                 "created {} repository '{}' (default branch {})",
-                if repo.private { "private" } else { "public" },
-                repo.name,
-                repo.default_branch
+                repo.visibility, repo.name, repo.default_branch
             );
         }
         RepoCommand::List => {
             for repo in backends.meta.list_repositories().await? {
                 println!(
                     "{}\t{}\t{}",
-                    repo.name,
-                    if repo.private { "private" } else { "public" },
-                    repo.default_branch
+                    repo.name, repo.visibility, repo.default_branch
                 );
             }
         }
@@ -432,7 +511,11 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                 tokio::task::spawn_blocking(move || import::prepare(&source, &credentials))
                     .await??;
             let repo = app
-                .create_repository(name, *private, prepared.head_branch.clone())
+                .create_repository(
+                    name,
+                    Visibility::from_private(*private),
+                    prepared.head_branch.clone(),
+                )
                 .await?;
             let skipped = prepared.skipped;
             let refs = prepared.refs.clone();
@@ -527,6 +610,142 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
     Ok(())
 }
 
+async fn find_user(meta: &dyn MetadataStore, name: &str) -> Result<nimbus_types::metadata::User> {
+    meta.user_by_name(name)
+        .await?
+        .with_context(|| format!("user '{name}' not found"))
+}
+
+async fn user_command(storage: &StorageArgs, command: &UserCommand) -> Result<()> {
+    let backends = open(storage, None).await?;
+    let meta = backends.meta.as_ref();
+    match command {
+        UserCommand::Add { name } => {
+            nimbus_auth::validate_user_name(name)?;
+            let user = meta.create_user(name).await?;
+            println!("created user '{}'", user.name);
+        }
+        UserCommand::List => {
+            for user in meta.list_users().await? {
+                println!(
+                    "{}\t{}",
+                    user.name,
+                    if user.is_owner { "owner" } else { "user" }
+                );
+            }
+        }
+        UserCommand::Remove { name } => {
+            let user = find_user(meta, name).await?;
+            meta.delete_user(user.id).await?;
+            println!("removed user '{}'", user.name);
+        }
+    }
+    Ok(())
+}
+
+fn format_time(seconds: Option<i64>) -> String {
+    seconds.map_or_else(|| "-".to_owned(), |s| s.to_string())
+}
+
+async fn token_command(storage: &StorageArgs, command: &TokenCommand) -> Result<()> {
+    let backends = open(storage, None).await?;
+    let meta = backends.meta.as_ref();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    match command {
+        TokenCommand::Create {
+            user,
+            scopes,
+            expires,
+            description,
+        } => {
+            let user = find_user(meta, user).await?;
+            let scopes = Scopes::parse(scopes)?;
+            if scopes == Scopes::default() {
+                anyhow::bail!("a token needs at least one scope");
+            }
+            let expires_at = expires
+                .map(|lifetime| i64::try_from(now.saturating_add(lifetime.as_secs())))
+                .transpose()?;
+            let issued =
+                nimbus_auth::issue_token(meta, user.id, description, scopes, expires_at).await?;
+            eprintln!(
+                "created token {} for '{}' with scopes {scopes}; it is shown only once:",
+                issued.id, user.name
+            );
+            println!("{}", issued.secret);
+        }
+        TokenCommand::List { user } => {
+            let user = find_user(meta, user).await?;
+            println!("id\tscopes\tcreated\texpires\tlast_used\trevoked\tdescription");
+            for token in meta.list_tokens(user.id).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    token.id,
+                    token.scopes,
+                    token.created_at,
+                    format_time(token.expires_at),
+                    format_time(token.last_used_at),
+                    format_time(token.revoked_at),
+                    token.description
+                );
+            }
+        }
+        TokenCommand::Revoke { user, id } => {
+            let user = find_user(meta, user).await?;
+            if !meta.revoke_token(user.id, *id, i64::try_from(now)?).await? {
+                anyhow::bail!("user '{}' has no token {id}", user.name);
+            }
+            println!("revoked token {id} of '{}'", user.name);
+        }
+    }
+    Ok(())
+}
+
+async fn collaborator_command(storage: &StorageArgs, command: &CollaboratorCommand) -> Result<()> {
+    let backends = open(storage, None).await?;
+    let meta = backends.meta.as_ref();
+    let find_repo = |name: &str| {
+        let name = RepoName::new(name).map_err(|e| anyhow::anyhow!("{e}"));
+        async move {
+            let name = name?;
+            meta.repository(&name)
+                .await?
+                .with_context(|| format!("repository '{name}' not found"))
+        }
+    };
+    match command {
+        CollaboratorCommand::Add { repo, user, access } => {
+            let repo = find_repo(repo).await?;
+            let user = find_user(meta, user).await?;
+            let access = Access::parse(access).with_context(|| {
+                format!("unknown access level {access:?}; use read, write or admin")
+            })?;
+            if user.is_owner {
+                anyhow::bail!("the owner is admin on every repository already");
+            }
+            meta.set_collaborator(repo.id, user.id, access).await?;
+            println!("'{}' has {access} access to '{}'", user.name, repo.name);
+        }
+        CollaboratorCommand::List { repo } => {
+            let repo = find_repo(repo).await?;
+            for collaborator in meta.list_collaborators(repo.id).await? {
+                println!("{}\t{}", collaborator.user.name, collaborator.access);
+            }
+        }
+        CollaboratorCommand::Remove { repo, user } => {
+            let repo = find_repo(repo).await?;
+            let user = find_user(meta, user).await?;
+            if !meta.remove_collaborator(repo.id, user.id).await? {
+                anyhow::bail!("'{}' is not a collaborator of '{}'", user.name, repo.name);
+            }
+            println!("removed '{}' from '{}'", user.name, repo.name);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.storage.log);
@@ -539,6 +758,9 @@ fn main() -> Result<()> {
             match &cli.command {
                 Command::Serve(args) => serve(&cli.storage, args).await,
                 Command::Repo(command) => repo_command(&cli.storage, command).await,
+                Command::User(command) => user_command(&cli.storage, command).await,
+                Command::Token(command) => token_command(&cli.storage, command).await,
+                Command::Collaborator(command) => collaborator_command(&cli.storage, command).await,
             }
         })
         .or_else(|err| {

@@ -9,7 +9,7 @@ mod support;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
-use support::{Git, NimbusServer, OWNER_TOKEN, shared_server};
+use support::{Git, NimbusServer, OWNER_TOKEN, basic_authorization, shared_server};
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
@@ -510,8 +510,10 @@ fn commands_without_a_flush_are_refused() {
     assert_eq!(state(server, &git, name), before);
 }
 
+/// Anonymous users get the 401 a private repository gets (so git asks for
+/// credentials, and existence is not revealed); signed-in users get 404.
 #[test]
-fn unknown_repository_is_404_with_a_message() {
+fn unknown_repository_is_401_anonymously_and_404_signed_in() {
     let server = shared_server();
     let reply = send(
         server,
@@ -520,13 +522,27 @@ fn unknown_repository_is_404_with_a_message() {
         &[],
         Vec::new(),
     );
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        reply.text(),
+        "authentication required to read repository 'no-such-repo' (or it does not exist); \
+         use a token as the password\n"
+    );
+    let reply = upload_pack(server, "no-such-repo", FLUSH.to_vec(), 2);
+    assert_eq!(reply.status, 401);
+    let authorization = basic_authorization("x", OWNER_TOKEN);
+    let reply = send(
+        server,
+        "GET",
+        "/no-such-repo.git/info/refs?service=git-upload-pack",
+        &[("Authorization", authorization.as_str())],
+        Vec::new(),
+    );
     assert_eq!(reply.status, 404);
     assert_eq!(reply.text(), "repository 'no-such-repo' not found\n");
-    let reply = upload_pack(server, "no-such-repo", FLUSH.to_vec(), 2);
-    assert_eq!(reply.status, 404);
     let git = Git::new(2);
     let dir = tempfile::tempdir().expect("tempdir");
-    let stderr = git.run_expect_failure(dir.path(), &["clone", &server.url("no-such-repo")]);
+    let stderr = git.run_expect_failure(dir.path(), &["clone", &server.push_url("no-such-repo")]);
     assert!(stderr.contains("not found"), "{stderr}");
 }
 

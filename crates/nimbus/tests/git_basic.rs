@@ -1176,11 +1176,20 @@ fn repository_names_with_dots_and_underscores_are_clonable() {
 fn missing_repository_is_not_found() {
     let server = shared_server();
     let _logs = server.log_guard();
+    // Anonymous users get the 401 a private repository gets, so git asks
+    // for credentials and existence is not revealed; signed-in users 404.
     for target in [
         "/no-such-repo.git/info/refs?service=git-upload-pack",
         "/no-such-repo/info/refs?service=git-upload-pack",
     ] {
         let response = server.request("GET", target, None, None);
+        assert_eq!(response.status, 401, "GET {target}: {}", response.body);
+        let response = server.request(
+            "GET",
+            target,
+            Some(&basic_authorization("x", OWNER_TOKEN)),
+            None,
+        );
         assert_eq!(response.status, 404, "GET {target}: {}", response.body);
     }
     let response = server.request(
@@ -1196,8 +1205,10 @@ fn missing_repository_is_not_found() {
     );
     let git = Git::new(2);
     let work = tempfile::tempdir().expect("create a work directory");
-    let stderr =
-        git.run_expect_failure(work.path(), &["clone", &server.url("no-such-repo"), "bob"]);
+    let stderr = git.run_expect_failure(
+        work.path(),
+        &["clone", &server.push_url("no-such-repo"), "bob"],
+    );
     assert!(
         stderr.contains("not found"),
         "clone of a missing repository failed for another reason:\n{stderr}"
