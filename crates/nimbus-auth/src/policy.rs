@@ -4,8 +4,8 @@
 //! Nimbus is here; [`crate::AccessControl`] only gathers the inputs.
 //!
 //! The rules:
-//! - The owner is admin on every repository and alone manages the instance
-//!   (creates repositories, manages users).
+//! - The owner is admin on every repository and alone manages the instance:
+//!   creates and deletes repositories, manages users.
 //! - A collaborator has the level they were given on a repository; any
 //!   signed-in user may read public and hidden repositories.
 //! - Anonymous users read public and hidden repositories when the instance
@@ -31,8 +31,10 @@ pub enum RepoAction {
     Read,
     /// Push, including deleting refs.
     Write,
-    /// Change settings, manage collaborators, rename, delete.
+    /// Change settings, manage collaborators, rename.
     Admin,
+    /// Delete the repository: the owner only, as with creating one.
+    Delete,
 }
 
 impl RepoAction {
@@ -41,7 +43,7 @@ impl RepoAction {
         match self {
             RepoAction::Read => Access::Read,
             RepoAction::Write => Access::Write,
-            RepoAction::Admin => Access::Admin,
+            RepoAction::Admin | RepoAction::Delete => Access::Admin,
         }
     }
 }
@@ -118,7 +120,7 @@ fn scope_for(action: RepoAction) -> Scope {
     match action {
         RepoAction::Read => Scope::RepoRead,
         RepoAction::Write => Scope::RepoWrite,
-        RepoAction::Admin => Scope::Admin,
+        RepoAction::Admin | RepoAction::Delete => Scope::Admin,
     }
 }
 
@@ -163,6 +165,11 @@ pub fn decide_repo(
             let Some(level) = level else {
                 return Decision::NotFound;
             };
+            if action == RepoAction::Delete && !is_owner {
+                return Decision::Forbidden(Refusal::OwnerOnly {
+                    what: "delete repositories",
+                });
+            }
             if level < action.needs() {
                 return Decision::Forbidden(Refusal::NotPermitted {
                     needs: action.needs(),
@@ -261,7 +268,12 @@ mod tests {
         Some(Visibility::Private),
         Some(Visibility::Hidden),
     ];
-    const ACTIONS: [RepoAction; 3] = [RepoAction::Read, RepoAction::Write, RepoAction::Admin];
+    const ACTIONS: [RepoAction; 4] = [
+        RepoAction::Read,
+        RepoAction::Write,
+        RepoAction::Admin,
+        RepoAction::Delete,
+    ];
 
     fn every_scope_set() -> Vec<Scopes> {
         (0..16u8)
@@ -311,11 +323,17 @@ mod tests {
         if visibility.is_none() || !can_see {
             return Decision::NotFound;
         }
+        if action == RepoAction::Delete && !is_owner {
+            return Decision::Forbidden(Refusal::OwnerOnly {
+                what: "delete repositories",
+            });
+        }
         let user_may = is_owner
             || match action {
                 RepoAction::Read => true,
                 RepoAction::Write => collaborator >= Some(Access::Write),
                 RepoAction::Admin => collaborator == Some(Access::Admin),
+                RepoAction::Delete => false,
             };
         if !user_may {
             return Decision::Forbidden(Refusal::NotPermitted {
@@ -325,7 +343,7 @@ mod tests {
         let token_may = match action {
             RepoAction::Read => scopes.repo_read || scopes.repo_write || scopes.admin,
             RepoAction::Write => scopes.repo_write || scopes.admin,
-            RepoAction::Admin => scopes.admin,
+            RepoAction::Admin | RepoAction::Delete => scopes.admin,
         };
         if !token_may {
             return Decision::Forbidden(Refusal::MissingScope {
@@ -372,7 +390,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * (1 + 16 * 2 * 4) * 4 * 3 * 2);
+        assert_eq!(checked, 2 * (1 + 16 * 2 * 4) * 4 * 4 * 2);
     }
 
     fn user(is_owner: bool, collaborator: Option<Access>, scopes: &str) -> Subject {
@@ -448,6 +466,17 @@ mod tests {
                 Allow,
             ),
             (on, user(true, None, all), Some(Private), Admin, Allow),
+            (on, user(true, None, all), Some(Private), Delete, Allow),
+            (
+                on,
+                user(false, Some(Access::Admin), all),
+                Some(Public),
+                Delete,
+                Forbidden(Refusal::OwnerOnly {
+                    what: "delete repositories",
+                }),
+            ),
+            (on, user(false, None, all), Some(Private), Delete, NotFound),
             (
                 on,
                 user(true, None, "repo:read"),

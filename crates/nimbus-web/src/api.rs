@@ -200,10 +200,10 @@ pub async fn repo(app: &App, name: &str, parts: RequestParts) -> Result<Response
 async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
     let principal: Principal = principal(app, &parts.headers).await?;
     let base = base_url(app, &parts);
-    let action = if parts.method == Method::GET {
-        RepoAction::Read
-    } else {
-        RepoAction::Admin
+    let action = match parts.method {
+        Method::GET => RepoAction::Read,
+        Method::DELETE => RepoAction::Delete,
+        _ => RepoAction::Admin,
     };
     let repo = authorized_repo(app, name, &principal, action, Surface::Api).await?;
     match parts.method {

@@ -48,7 +48,7 @@ pub fn refusal(decision: Decision, name: &str, action: RepoAction) -> WebError {
             RepoAction::Write => "authentication required to push; use a token with the \
                  repo:write scope as the password"
                 .to_owned(),
-            RepoAction::Admin => "authentication required".to_owned(),
+            RepoAction::Admin | RepoAction::Delete => "authentication required".to_owned(),
         }),
         Decision::NotFound => WebError::not_found(format!("repository '{name}' not found")),
         Decision::Forbidden(Refusal::NotPermitted { needs }) => WebError::forbidden(format!(
