@@ -20,6 +20,7 @@ pub enum Access {
 }
 
 impl Access {
+    /// `read`, `write` or `admin`, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Access::Read => "read",
@@ -60,8 +61,10 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope, in canonical order.
     pub const ALL: [Scope; 4] = [Scope::RepoRead, Scope::RepoWrite, Scope::Admin, Scope::Api];
 
+    /// The scope's name: `repo:read`, `repo:write`, `admin` or `api`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::RepoRead => "repo:read",
@@ -86,9 +89,13 @@ pub struct ScopeError(pub String);
 /// The set of scopes of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Scopes {
+    /// `repo:read`
     pub repo_read: bool,
+    /// `repo:write`
     pub repo_write: bool,
+    /// `admin`
     pub admin: bool,
+    /// `api`
     pub api: bool,
 }
 
@@ -101,6 +108,7 @@ impl Scopes {
         api: true,
     };
 
+    /// Whether `scope` is in the set.
     pub fn contains(self, scope: Scope) -> bool {
         match scope {
             Scope::RepoRead => self.repo_read,
@@ -110,6 +118,7 @@ impl Scopes {
         }
     }
 
+    /// The set with `scope` added.
     pub fn with(mut self, scope: Scope) -> Scopes {
         match scope {
             Scope::RepoRead => self.repo_read = true,

@@ -30,6 +30,7 @@ pub enum Visibility {
 }
 
 impl Visibility {
+    /// `public`, `private` or `hidden`, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Visibility::Public => "public",
@@ -38,6 +39,7 @@ impl Visibility {
         }
     }
 
+    /// The inverse of [`Visibility::as_str`].
     pub fn parse(text: &str) -> Option<Visibility> {
         match text {
             "public" => Some(Visibility::Public),
