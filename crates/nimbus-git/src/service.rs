@@ -157,25 +157,59 @@ impl GitService {
 
     /// Read the repository's refs and make its packs available locally.
     pub async fn snapshot(&self, repo: &Repository) -> Result<Snapshot, ServiceError> {
-        let RepoState {
-            refs,
-            packs,
-            pack_generation,
-            ref_version,
-        } = self.meta.repo_state(repo.id).await?;
+        let mut attempt = 1;
+        loop {
+            let state = self.meta.repo_state(repo.id).await?;
+            match self.open_packs(repo, &state.packs).await {
+                Ok(db) => {
+                    let RepoState {
+                        refs,
+                        packs,
+                        pack_generation,
+                        ref_version,
+                    } = state;
+                    let head = Head::resolve(head_branch(repo)?, &refs);
+                    return Ok(Snapshot {
+                        refs,
+                        head,
+                        db,
+                        packs,
+                        pack_generation,
+                        ref_version,
+                    });
+                }
+                // Maintenance replaced a pack and deleted it after the list
+                // was read (possible with a short grace period): read again.
+                Err(ServiceError::PackCache(error))
+                    if error.is_missing_pack() && attempt < SNAPSHOT_ATTEMPTS =>
+                {
+                    tracing::info!(repo = repo.id.0, attempt, error = %error, "a pack is gone; reading the pack list again");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Materialise `packs` and open them as one object database.
+    async fn open_packs(
+        &self,
+        repo: &Repository,
+        packs: &[PackRecord],
+    ) -> Result<ObjectDb, ServiceError> {
         let pack_count = packs.len();
         let mut attempt = 1;
-        let db = loop {
+        loop {
             // The database owns the lease: the snapshot directory and the
             // pins on its packs live until the last clone of `db` drops.
-            let lease = self.cache.materialize(repo.id, &packs).await?;
+            let lease = self.cache.materialize(repo.id, packs).await?;
             let objects_dir = lease.objects_dir().to_owned();
             let opened = tokio::task::spawn_blocking(move || {
                 ObjectDb::open_keeping(&objects_dir, pack_count, lease)
             })
             .await?;
             match opened {
-                Ok(db) => break db,
+                Ok(db) => return Ok(db),
                 // The cache can be emptied at any time, also between
                 // materializing and opening; the next attempt fetches again.
                 Err(error) if attempt < SNAPSHOT_ATTEMPTS => {
@@ -184,16 +218,7 @@ impl GitService {
                 }
                 Err(error) => return Err(error.into()),
             }
-        };
-        let head = Head::resolve(head_branch(repo)?, &refs);
-        Ok(Snapshot {
-            refs,
-            head,
-            db,
-            packs,
-            pack_generation,
-            ref_version,
-        })
+        }
     }
 
     /// The body of `GET info/refs?service=...` (without the HTTP-only

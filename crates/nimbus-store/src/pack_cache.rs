@@ -7,10 +7,13 @@
 //!   (size, header, SHA-1 trailers, checksum in the name) before they are
 //!   renamed into place, evicted least recently used first when the total
 //!   exceeds the size bound.
-//! - `snapshots/<random>/objects/pack/`: one directory per
+//! - `snapshots/<instance>/<random>/objects/pack/`: one directory per
 //!   [`PackLease`], holding hard links to exactly the packs the request was
 //!   given, removed when the lease drops. While a lease lives its packs are
-//!   pinned: they stay in the accounting but are never evicted.
+//!   pinned: they stay in the accounting but are never evicted. Each
+//!   `PackCache` (each process: a server, or a `nimbus repo` command on the
+//!   same data directory) has its own `<instance>` directory and holds a
+//!   lock on `snapshots/<instance>.lock` while it lives.
 //!
 //! When the object store keeps its files locally ([`ObjectStore::local_path`])
 //! and they can be hard-linked, snapshots link the store's files directly:
@@ -20,7 +23,8 @@
 //! remote store) files are downloaded into `packs/` once, however many
 //! requests want them at the same time.
 //!
-//! At start-up the snapshot directories of a previous process are removed
+//! At start-up the snapshot directories of instances whose lock is free
+//! (their process is gone) are removed, never those of a live process,
 //! and the index of `packs/` is rebuilt from the directory (files only ever
 //! appear there after verification), oldest modification time first in the
 //! eviction order.
@@ -90,6 +94,19 @@ impl PackCacheError {
         }
     }
 
+    /// Whether a pack asked for is gone from the object store (or kept
+    /// vanishing): maintenance may have replaced and deleted it since the
+    /// pack list was read, so reading the list again may fix it.
+    pub fn is_missing_pack(&self) -> bool {
+        match self {
+            PackCacheError::Store { source, .. } => {
+                matches!(**source, ObjectStoreError::NotFound { .. })
+            }
+            PackCacheError::Thrashing { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether this is a file that disappeared under us, which a retry fixes.
     fn is_vanished_file(&self) -> bool {
         matches!(self, PackCacheError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
@@ -154,6 +171,8 @@ type FetchCell = Arc<tokio::sync::OnceCell<Result<(), PackCacheError>>>;
 
 struct Shared {
     root: PathBuf,
+    /// This instance's directory of snapshots (see the module docs).
+    snapshots: PathBuf,
     store: Arc<dyn ObjectStore>,
     limit_bytes: u64,
     state: Mutex<State>,
@@ -161,6 +180,73 @@ struct Shared {
     /// meanwhile awaits the same cell instead of downloading it again.
     in_flight: Mutex<HashMap<PackId, FetchCell>>,
     downloads: tokio::sync::Semaphore,
+    /// Held (locked) while this instance lives; dropped after `snapshots`
+    /// is removed.
+    _instance_lock: tempfile::NamedTempFile,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Err(error) = remove_dir_if_present(&self.snapshots) {
+            tracing::warn!(path = %self.snapshots.display(), %error, "cannot remove the snapshot directory");
+        }
+    }
+}
+
+const INSTANCE_LOCK_SUFFIX: &str = ".lock";
+
+/// Remove what dead instances left in `snapshots`: the directory of every
+/// instance whose lock file can be locked, and snapshot directories of the
+/// layout before instances. Directories without a lock file are left alone
+/// (their instance may be about to lock).
+fn remove_stale_snapshots(snapshots: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(snapshots)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snapshot-") {
+            remove_dir_if_present(&entry.path())?;
+            continue;
+        }
+        let Some(instance) = name.strip_suffix(INSTANCE_LOCK_SUFFIX) else {
+            continue;
+        };
+        let lock = match File::open(entry.path()) {
+            Ok(lock) => lock,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        if lock.try_lock().is_ok() {
+            remove_dir_if_present(&snapshots.join(instance))?;
+            remove_file_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Create and lock this instance's lock file, and create its directory.
+fn new_instance(snapshots: &Path) -> io::Result<(tempfile::NamedTempFile, PathBuf)> {
+    loop {
+        let lock = tempfile::Builder::new()
+            .prefix("instance-")
+            .suffix(INSTANCE_LOCK_SUFFIX)
+            .tempfile_in(snapshots)?;
+        lock.as_file()
+            .try_lock()
+            .map_err(|error| io::Error::other(error.to_string()))?;
+        // Another instance cleaning up may have taken the file for a dead
+        // one's between its creation and the lock: then start again.
+        if !lock.path().exists() {
+            continue;
+        }
+        let name = lock
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let directory = snapshots.join(name.trim_end_matches(INSTANCE_LOCK_SUFFIX));
+        std::fs::create_dir_all(&directory)?;
+        return Ok((lock, directory));
+    }
 }
 
 /// A bounded cache of stored packs, and the snapshot directories built
@@ -750,7 +836,7 @@ impl PackCache {
     /// A cache under `root` holding at most `limit_bytes` of downloaded
     /// files (more only while requests use them), filled from `store`.
     ///
-    /// Removes snapshot directories left by an earlier process and
+    /// Removes snapshot directories left by processes that are gone and
     /// rebuilds the index of cached packs from `root`; this does blocking
     /// file system work, once, at start-up.
     pub fn new(
@@ -758,19 +844,26 @@ impl PackCache {
         store: Arc<dyn ObjectStore>,
         limit_bytes: u64,
     ) -> Result<Self, PackCacheError> {
+        // The layout before snapshots; then what dead instances left.
+        let old_layout = root.join("repos");
+        remove_dir_if_present(&old_layout)
+            .map_err(|error| PackCacheError::io(&old_layout, error))?;
+        let snapshots_root = root.join("snapshots");
+        std::fs::create_dir_all(&snapshots_root)
+            .and_then(|()| remove_stale_snapshots(&snapshots_root))
+            .map_err(|error| PackCacheError::io(&snapshots_root, error))?;
+        let (instance_lock, snapshots) = new_instance(&snapshots_root)
+            .map_err(|error| PackCacheError::io(&snapshots_root, error))?;
         let shared = Arc::new(Shared {
             root,
+            snapshots,
+            _instance_lock: instance_lock,
             store,
             limit_bytes,
             state: Mutex::new(State::default()),
             in_flight: Mutex::new(HashMap::new()),
             downloads: tokio::sync::Semaphore::new(PARALLEL_DOWNLOADS),
         });
-        // Snapshots of a previous process, and the layout before snapshots.
-        for stale in ["snapshots", "repos"] {
-            let path = shared.root.join(stale);
-            remove_dir_if_present(&path).map_err(|error| PackCacheError::io(&path, error))?;
-        }
         let mut state = shared.lock_state();
         rebuild_index(&shared, &mut state)?;
         shared.evict_over_limit(&mut state, None);
@@ -826,7 +919,7 @@ impl PackCache {
             });
         }
 
-        let snapshots = self.shared.root.join("snapshots");
+        let snapshots = self.shared.snapshots.clone();
         let snapshot_dir = blocking(move || {
             std::fs::create_dir_all(&snapshots)
                 .map_err(|error| PackCacheError::io(&snapshots, error))?;

@@ -223,6 +223,24 @@ fn names_in(directory: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+/// The snapshot directories that exist under `cache_root`, of every
+/// instance (`snapshots/<instance>/<snapshot>`).
+fn live_snapshots(cache_root: &Path) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(cache_root.join("snapshots"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            for snapshot in names_in(&entry.path())? {
+                found.push(format!(
+                    "{}/{snapshot}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
 fn files_of(records: &[&PackRecord]) -> Vec<String> {
     let mut names: Vec<String> = records
         .iter()
@@ -352,7 +370,7 @@ async fn snapshots_hold_exactly_the_recorded_packs_and_vanish_when_dropped() -> 
                 directory.display()
             );
         }
-        assert!(names_in(&f.cache_root.join("snapshots"))?.is_empty());
+        assert!(live_snapshots(&f.cache_root)?.is_empty());
     }
     Ok(())
 }
@@ -615,7 +633,7 @@ async fn a_pack_missing_from_the_store_is_an_error_and_leaves_nothing() -> anyho
             f.cached()?.is_empty(),
             "no partial or temporary files remain"
         );
-        assert!(names_in(&f.cache_root.join("snapshots"))?.is_empty());
+        assert!(live_snapshots(&f.cache_root)?.is_empty());
     }
     Ok(())
 }
@@ -761,5 +779,41 @@ async fn git_reads_objects_from_a_snapshot() -> anyhow::Result<()> {
         );
         assert_eq!(output.stdout, content);
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn instances_on_one_directory_keep_each_others_snapshots() -> anyhow::Result<()> {
+    let mut f = fixture(false, MIB)?;
+    let (a, _) = f.pack(20_000).await?;
+    let lease = f.cache.materialize(REPO, std::slice::from_ref(&a)).await?;
+    // What a process that died left behind: an unlocked lock file and its
+    // directory.
+    let dead = f
+        .cache_root
+        .join("snapshots/instance-dead/snapshot-x/objects/pack");
+    std::fs::create_dir_all(&dead)?;
+    std::fs::write(f.cache_root.join("snapshots/instance-dead.lock"), b"")?;
+
+    // A second instance on the same directory (`nimbus repo gc` beside a
+    // running server) removes the dead one's, never the live one's.
+    let second = PackCache::new(f.cache_root.clone(), f.store.clone(), MIB)?;
+    assert!(!f.cache_root.join("snapshots/instance-dead").exists());
+    assert!(!f.cache_root.join("snapshots/instance-dead.lock").exists());
+    assert!(lease.objects_dir().join("pack").exists());
+    assert_eq!(snapshot_files(&lease)?, files_of(&[&a]));
+    let other = second.materialize(REPO, std::slice::from_ref(&a)).await?;
+    assert_eq!(live_snapshots(&f.cache_root)?.len(), 2);
+
+    drop((lease, other));
+    assert!(live_snapshots(&f.cache_root)?.is_empty());
+    // A dropped instance removes its directory and its lock file.
+    drop(second);
+    let instances: Vec<String> = names_in(&f.cache_root.join("snapshots"))?;
+    assert_eq!(
+        instances.len(),
+        2,
+        "only the first instance's directory and lock: {instances:?}"
+    );
     Ok(())
 }
