@@ -117,6 +117,26 @@ macro_rules! metadata_store {
             }
         }
 
+        /// Record a pack of the repository (once: the same name again is
+        /// the same upload).
+        async fn insert_pack(
+            connection: &mut $connection,
+            repo: RepoId,
+            pack: &PackRecord,
+        ) -> Result<(), $error> {
+            sqlx::query(sql::INSERT_PACK)
+                .bind(repo.0)
+                .bind(&pack.name)
+                .bind(sql::to_i64("packs.pack_size", pack.pack_size)?)
+                .bind(sql::to_i64("packs.index_size", pack.index_size)?)
+                .bind(sql::to_i64("packs.object_count", pack.object_count)?)
+                .bind(pack.created_at)
+                .execute(&mut *connection)
+                .await
+                .map_err(query_failed("recording a pack"))?;
+            Ok(())
+        }
+
         /// Lock the repository for a write (where the backend needs it) and
         /// read its `(pack_generation, ref_version)`.
         async fn lock_repository(
@@ -348,22 +368,7 @@ macro_rules! metadata_store {
                     return Ok(Err(conflict));
                 }
                 if let Some(pack) = &replacement.add {
-                    sqlx::query(sql::INSERT_PACK)
-                        .bind(repo.0)
-                        .bind(&pack.name)
-                        .bind(sql::to_i64("packs.pack_size", pack.pack_size).map_err($error::from)?)
-                        .bind(
-                            sql::to_i64("packs.index_size", pack.index_size)
-                                .map_err($error::from)?,
-                        )
-                        .bind(
-                            sql::to_i64("packs.object_count", pack.object_count)
-                                .map_err($error::from)?,
-                        )
-                        .bind(pack.created_at)
-                        .execute(&mut *transaction)
-                        .await
-                        .map_err(query_failed("recording a pack"))?;
+                    insert_pack(&mut transaction, repo, pack).await?;
                 }
                 if replacement.prune_at_ref_version.is_some() {
                     sqlx::query(sql::BUMP_PACK_GENERATION)
@@ -422,22 +427,7 @@ macro_rules! metadata_store {
                 }
 
                 for pack in &push.packs {
-                    sqlx::query(sql::INSERT_PACK)
-                        .bind(repo.0)
-                        .bind(&pack.name)
-                        .bind(sql::to_i64("packs.pack_size", pack.pack_size).map_err($error::from)?)
-                        .bind(
-                            sql::to_i64("packs.index_size", pack.index_size)
-                                .map_err($error::from)?,
-                        )
-                        .bind(
-                            sql::to_i64("packs.object_count", pack.object_count)
-                                .map_err($error::from)?,
-                        )
-                        .bind(pack.created_at)
-                        .execute(&mut *transaction)
-                        .await
-                        .map_err(query_failed("recording a pack"))?;
+                    insert_pack(&mut transaction, repo, pack).await?;
                 }
 
                 let mut outcomes = Vec::with_capacity(push.updates.len());
