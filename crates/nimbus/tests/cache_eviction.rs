@@ -11,20 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{Git, NimbusServer, ServerOptions};
-
-/// Incompressible bytes (xorshift), so packs are as big as their content.
-fn noise(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
+use support::{Git, NimbusServer, ServerOptions, noise};
 
 /// A directory for the object store on another file system than the
 /// server's data directory (under the system temporary directory), so the

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Git, NimbusServer, ServerOptions};
+use support::{Git, NimbusServer, ServerOptions, noise};
 
 /// The `.idx` files in the server's object store (every repository).
 fn stored_indexes(server: &NimbusServer) -> Vec<PathBuf> {
@@ -258,16 +258,9 @@ fn a_clone_running_during_garbage_collection_completes() {
     git.init(work.path());
     // Enough data that a clone takes a while: incompressible blobs over
     // several pushes (several packs to collect).
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut head = String::new();
     for round in 0..4u64 {
-        let mut blob = Vec::with_capacity(4 << 20);
-        while blob.len() < 4 << 20 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            blob.extend_from_slice(&seed.to_le_bytes());
-        }
+        let blob = noise(round + 1, 4 << 20);
         head = git.commit(
             work.path(),
             &format!("round {round}"),

@@ -10,7 +10,7 @@ mod support;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 use support::cloud::{cloud_env, fresh_bucket, fresh_database, unique_name};
-use support::{Git, NimbusServer, ServerOptions};
+use support::{Git, NimbusServer, ServerOptions, noise};
 
 /// The storage settings all processes of one test share.
 struct SharedStorage {
@@ -153,20 +153,6 @@ fn racing_pushes_through_three_processes_have_exactly_one_winner() {
         assert_ne!(*winner, base);
         base = winner.clone();
     }
-}
-
-/// Incompressible bytes, so a push takes long enough to be interrupted.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
 }
 
 #[test]

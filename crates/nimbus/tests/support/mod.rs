@@ -413,6 +413,21 @@ impl Drop for NimbusServer {
     }
 }
 
+/// `length` incompressible bytes (xorshift), the same for the same `seed`:
+/// file content for pushes that should be large on the wire and on disk.
+pub fn noise(seed: u64, length: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(length + 8);
+    while bytes.len() < length {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(length);
+    bytes
+}
+
 /// Every file below `dir`, as `/`-separated paths relative to `root`.
 fn list_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
     let Ok(entries) = fs::read_dir(dir) else {
