@@ -87,6 +87,11 @@ fn figure(summary: &str, label: &str) -> (u64, u64) {
     }
 }
 
+/// `git push -q URL HEAD:refs/heads/main` in `dir`.
+fn push_main(git: &Git, dir: &Path, url: &str) {
+    git.run(dir, &["push", "-q", url, "HEAD:refs/heads/main"]);
+}
+
 fn clone_and_check(git: &Git, url: &str, expected_head: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let clone = dir.path().join("clone");
@@ -119,15 +124,7 @@ fn many_pushes_are_compacted_in_the_background() {
             &[(format!("file{i}.txt").as_str(), format!("content {i}\n"))],
             1_700_000_000 + i,
         );
-        git.run(
-            work.path(),
-            &[
-                "push",
-                "-q",
-                &server.push_url("busy"),
-                "HEAD:refs/heads/main",
-            ],
-        );
+        push_main(&git, work.path(), &server.push_url("busy"));
     }
     // Each push adds a pack; compaction runs after a push finds more than
     // four, and with no grace period deletes the replaced packs at once, so
@@ -163,15 +160,7 @@ fn garbage_collection_removes_unreachable_objects_after_the_grace_period() {
         &[("kept.txt", "kept\n")],
         1_700_000_000,
     );
-    git.run(
-        work.path(),
-        &[
-            "push",
-            "-q",
-            &server.push_url("collect"),
-            "HEAD:refs/heads/main",
-        ],
-    );
+    push_main(&git, work.path(), &server.push_url("collect"));
     git.run(work.path(), &["tag", "v1"]);
     git.run(
         work.path(),
@@ -184,15 +173,7 @@ fn garbage_collection_removes_unreachable_objects_after_the_grace_period() {
         1_700_000_100,
     );
     let secret_blob = git.rev_parse(work.path(), "HEAD:secret.txt");
-    git.run(
-        work.path(),
-        &[
-            "push",
-            "-q",
-            &server.push_url("collect"),
-            "HEAD:refs/heads/main",
-        ],
-    );
+    push_main(&git, work.path(), &server.push_url("collect"));
     let stored = stored_objects(&git, work.path(), &server);
     assert!(stored.contains(&dropped) && stored.contains(&secret_blob));
 
@@ -267,15 +248,7 @@ fn a_clone_running_during_garbage_collection_completes() {
             &[(format!("data{round}.bin").as_str(), blob)],
             1_700_000_000 + round,
         );
-        git.run(
-            work.path(),
-            &[
-                "push",
-                "-q",
-                &server.push_url("during"),
-                "HEAD:refs/heads/main",
-            ],
-        );
+        push_main(&git, work.path(), &server.push_url("during"));
     }
 
     let url = server.url("during");
@@ -306,15 +279,7 @@ fn pushes_racing_garbage_collection_all_land_intact() {
         &[("base.txt", "base\n")],
         1_700_000_000,
     );
-    git.run(
-        work.path(),
-        &[
-            "push",
-            "-q",
-            &server.push_url("racing"),
-            "HEAD:refs/heads/main",
-        ],
-    );
+    push_main(&git, work.path(), &server.push_url("racing"));
 
     let url = server.push_url("racing");
     let dir = work.path().to_owned();
@@ -330,7 +295,7 @@ fn pushes_racing_garbage_collection_all_land_intact() {
             );
             // Each push builds on objects garbage collection keeps moving
             // between packs; every one must land.
-            git.run(&dir, &["push", "-q", &url, "HEAD:refs/heads/main"]);
+            push_main(&git, &dir, &url);
         }
         head
     });
