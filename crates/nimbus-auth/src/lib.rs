@@ -6,7 +6,11 @@
 //! collaborator level on the repository); the rules themselves are the pure
 //! functions of [`policy`]. Callers only map decisions to responses.
 
+pub mod limit;
+pub mod oidc;
+pub mod password;
 pub mod policy;
+pub mod session;
 pub mod token;
 
 pub use policy::{Decision, InstanceAction, PolicySettings, Refusal, RepoAction, Subject, Surface};

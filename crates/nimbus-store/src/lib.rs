@@ -5,6 +5,7 @@
 //! Each backend implements one trait of [`nimbus_types`]; nothing outside this
 //! crate needs to know which backend it was given.
 
+mod identity;
 mod local;
 mod pack_cache;
 mod postgres;

@@ -122,3 +122,4 @@ async fn lock_users(connection: &mut PgConnection) -> Result<(), PgError> {
 }
 
 crate::shared::metadata_store!(PgMetadata, PgConnection, PgError);
+crate::identity::identity_store!(PgMetadata, PgError);

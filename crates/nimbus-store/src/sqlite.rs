@@ -166,3 +166,4 @@ async fn lock_users(_: &mut SqliteConnection) -> Result<(), SqliteError> {
 }
 
 crate::shared::metadata_store!(SqliteMetadata, SqliteConnection, SqliteError);
+crate::identity::identity_store!(SqliteMetadata, SqliteError);

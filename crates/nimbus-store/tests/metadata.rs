@@ -4,6 +4,11 @@
 //! has (reopening a file, in-memory stores).
 
 use nimbus_store::{PgMetadata, SqliteMetadata};
+use nimbus_types::UserId;
+use nimbus_types::identity::{
+    AuditEvent, AuditQuery, Invitation, InvitationRefusal, LoginFlow, NewAccount, NewAuditEvent,
+    NewInvitation, NewSession, Rotation, SessionRecord, SigningKey,
+};
 use nimbus_types::metadata::{
     MetadataError, MetadataStore, NewToken, PackRecord, PackReplacement, PushRecord,
     RefUpdateRejection, ReplacementConflict, RetiredPack,
@@ -159,11 +164,13 @@ impl Drop for PostgresDatabase {
 
 /// Each shared test is an `async fn(Backend) -> anyhow::Result<()>`; this
 /// runs it once per backend, as `sqlite::<name>` and `postgres::<name>`.
+/// Attributes before a name (`#[ignore = "..."]`) apply to both of its tests.
 macro_rules! metadata_suite {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$attribute:meta])* $name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                $(#[$attribute])*
                 async fn $name() -> anyhow::Result<()> {
                     super::$name(super::Backend::Sqlite).await
                 }
@@ -172,6 +179,7 @@ macro_rules! metadata_suite {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                $(#[$attribute])*
                 async fn $name() -> anyhow::Result<()> {
                     super::$name(super::Backend::Postgres).await
                 }
@@ -1516,6 +1524,1069 @@ async fn garbage_collection_needs_unmoved_refs_and_rechecks_pushes(
     Ok(())
 }
 
+/// A Unix time the identity tests start from.
+const NOW: i64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+fn new_session(id: &str, user: UserId, secret: u8, created_at: i64, expires_at: i64) -> NewSession {
+    NewSession {
+        id: id.into(),
+        user,
+        refresh_hash: vec![secret; 32],
+        csrf: format!("csrf-{id}"),
+        created_at,
+        expires_at,
+    }
+}
+
+fn new_invitation(
+    secret: u8,
+    created_by: UserId,
+    grant: Option<(RepoId, Access)>,
+    created_at: i64,
+    expires_at: i64,
+) -> NewInvitation {
+    NewInvitation {
+        hash: vec![secret; 32],
+        created_by,
+        grant,
+        note: format!("invitation {secret}"),
+        created_at,
+        expires_at,
+    }
+}
+
+fn account(name: &str, password_hash: Option<&str>, identity: Option<(&str, &str)>) -> NewAccount {
+    NewAccount {
+        name: name.into(),
+        password_hash: password_hash.map(Into::into),
+        identity: identity.map(|(provider, subject)| (provider.into(), subject.into())),
+    }
+}
+
+async fn passwords_are_set_and_cleared(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    assert_eq!(metadata.user_credentials("bob").await?, None);
+    let owner = metadata.create_owner("alice").await?;
+    let bob = metadata.create_user("bob").await?;
+    let carol = metadata.create_user("carol").await?;
+    assert_eq!(
+        metadata.user_credentials("bob").await?,
+        Some((bob.clone(), None))
+    );
+    assert_eq!(metadata.user_credentials("Bob").await?, None);
+
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+    metadata.set_password_hash(bob.id, Some(hash)).await?;
+    assert_eq!(
+        metadata.user_credentials("bob").await?,
+        Some((bob.clone(), Some(hash.to_owned())))
+    );
+    assert_eq!(
+        metadata.user_credentials("carol").await?,
+        Some((carol.clone(), None))
+    );
+    metadata
+        .set_password_hash(owner.id, Some("owner-hash"))
+        .await?;
+    assert_eq!(
+        metadata.user_credentials("alice").await?,
+        Some((owner.clone(), Some("owner-hash".to_owned())))
+    );
+
+    metadata.set_password_hash(bob.id, None).await?;
+    assert_eq!(
+        metadata.user_credentials("bob").await?,
+        Some((bob.clone(), None))
+    );
+    assert_eq!(
+        metadata.user_credentials("alice").await?,
+        Some((owner.clone(), Some("owner-hash".to_owned())))
+    );
+
+    // An unknown user is an error, and no one's hash changes.
+    let missing = metadata
+        .set_password_hash(UserId(987_654), Some("stray"))
+        .await;
+    assert!(
+        matches!(missing, Err(MetadataError::UserNotFound)),
+        "{missing:?}"
+    );
+    metadata.delete_user(carol.id).await?;
+    let deleted = metadata.set_password_hash(carol.id, Some("stray")).await;
+    assert!(
+        matches!(deleted, Err(MetadataError::UserNotFound)),
+        "{deleted:?}"
+    );
+    assert_eq!(metadata.user_credentials("carol").await?, None);
+    assert_eq!(
+        metadata.user_credentials("bob").await?,
+        Some((bob.clone(), None))
+    );
+    assert_eq!(
+        metadata.user_credentials("alice").await?,
+        Some((owner.clone(), Some("owner-hash".to_owned())))
+    );
+
+    assert_eq!(metadata.user_by_id(owner.id).await?, Some(owner));
+    assert_eq!(metadata.user_by_id(bob.id).await?, Some(bob));
+    assert_eq!(metadata.user_by_id(carol.id).await?, None);
+    assert_eq!(metadata.user_by_id(UserId(987_654)).await?, None);
+    Ok(())
+}
+
+async fn sessions_rotate_their_secret_and_detect_reuse(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let bob = metadata.create_user("bob").await?;
+    metadata
+        .create_session(&new_session("s1", bob.id, 1, NOW, NOW + DAY))
+        .await?;
+    let created = SessionRecord {
+        id: "s1".into(),
+        user: bob.clone(),
+        csrf: "csrf-s1".into(),
+        created_at: NOW,
+        refreshed_at: NOW,
+        expires_at: NOW + DAY,
+        revoked_at: None,
+    };
+    assert_eq!(metadata.session("s1").await?, Some(created.clone()));
+    assert_eq!(metadata.session("s2").await?, None);
+
+    // A wrong secret, or an unknown session, is refused and changes nothing.
+    assert_eq!(
+        metadata
+            .rotate_session("s1", &[9u8; 32], &[2u8; 32], NOW + 5)
+            .await?,
+        Rotation::Refused
+    );
+    assert_eq!(
+        metadata
+            .rotate_session("s2", &[1u8; 32], &[2u8; 32], NOW + 5)
+            .await?,
+        Rotation::Refused
+    );
+    assert_eq!(metadata.session("s1").await?, Some(created.clone()));
+
+    // The current secret rotates; the new one is then current.
+    let rotated = SessionRecord {
+        refreshed_at: NOW + 10,
+        ..created.clone()
+    };
+    assert_eq!(
+        metadata
+            .rotate_session("s1", &[1u8; 32], &[2u8; 32], NOW + 10)
+            .await?,
+        Rotation::Rotated(rotated.clone())
+    );
+    assert_eq!(metadata.session("s1").await?, Some(rotated.clone()));
+    assert_eq!(
+        metadata
+            .rotate_session("s1", &[9u8; 32], &[3u8; 32], NOW + 15)
+            .await?,
+        Rotation::Refused
+    );
+    assert_eq!(metadata.session("s1").await?, Some(rotated));
+    let rotated_again = SessionRecord {
+        refreshed_at: NOW + 20,
+        ..created.clone()
+    };
+    assert_eq!(
+        metadata
+            .rotate_session("s1", &[2u8; 32], &[3u8; 32], NOW + 20)
+            .await?,
+        Rotation::Rotated(rotated_again.clone())
+    );
+    // Two generations back is not the previous secret: merely refused.
+    assert_eq!(
+        metadata
+            .rotate_session("s1", &[1u8; 32], &[4u8; 32], NOW + 25)
+            .await?,
+        Rotation::Refused
+    );
+    assert_eq!(metadata.session("s1").await?, Some(rotated_again.clone()));
+
+    // The previous secret again: reuse, which revokes the session, after
+    // which even the newest secret is refused.
+    assert_eq!(
+        metadata
+            .rotate_session("s1", &[2u8; 32], &[4u8; 32], NOW + 30)
+            .await?,
+        Rotation::Reused
+    );
+    let revoked = SessionRecord {
+        revoked_at: Some(NOW + 30),
+        ..rotated_again
+    };
+    assert_eq!(metadata.session("s1").await?, Some(revoked.clone()));
+    assert_eq!(
+        metadata
+            .rotate_session("s1", &[3u8; 32], &[4u8; 32], NOW + 40)
+            .await?,
+        Rotation::Refused
+    );
+    assert_eq!(
+        metadata
+            .rotate_session("s1", &[2u8; 32], &[4u8; 32], NOW + 40)
+            .await?,
+        Rotation::Refused
+    );
+    assert_eq!(metadata.session("s1").await?, Some(revoked));
+
+    // An expired session is refused, even with its current secret, and
+    // keeps that secret.
+    metadata
+        .create_session(&new_session("s2", bob.id, 5, NOW, NOW + 100))
+        .await?;
+    let live = metadata.session("s2").await?.expect("just created");
+    assert_eq!(
+        metadata
+            .rotate_session("s2", &[5u8; 32], &[6u8; 32], NOW + 100)
+            .await?,
+        Rotation::Refused
+    );
+    assert_eq!(
+        metadata
+            .rotate_session("s2", &[5u8; 32], &[6u8; 32], NOW + 200)
+            .await?,
+        Rotation::Refused
+    );
+    assert_eq!(metadata.session("s2").await?, Some(live.clone()));
+    assert_eq!(
+        metadata
+            .rotate_session("s2", &[5u8; 32], &[6u8; 32], NOW + 99)
+            .await?,
+        Rotation::Rotated(SessionRecord {
+            refreshed_at: NOW + 99,
+            ..live
+        })
+    );
+    Ok(())
+}
+
+async fn sessions_are_revoked_and_go_with_their_user(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let bob = metadata.create_user("bob").await?;
+    let carol = metadata.create_user("carol").await?;
+    for (id, user) in [
+        ("bob-1", &bob),
+        ("bob-2", &bob),
+        ("bob-3", &bob),
+        ("carol-1", &carol),
+    ] {
+        metadata
+            .create_session(&new_session(id, user.id, 1, NOW, NOW + DAY))
+            .await?;
+    }
+
+    assert!(metadata.revoke_session("bob-1", NOW + 10).await?);
+    assert!(!metadata.revoke_session("bob-1", NOW + 20).await?);
+    assert!(!metadata.revoke_session("nope", NOW + 20).await?);
+    assert_eq!(
+        metadata
+            .session("bob-1")
+            .await?
+            .expect("revoked sessions are still found")
+            .revoked_at,
+        Some(NOW + 10)
+    );
+    assert_eq!(
+        metadata
+            .rotate_session("bob-1", &[1u8; 32], &[2u8; 32], NOW + 30)
+            .await?,
+        Rotation::Refused
+    );
+
+    // Only the user's own sessions that are still live.
+    assert_eq!(metadata.revoke_user_sessions(bob.id, NOW + 40).await?, 2);
+    assert_eq!(metadata.revoke_user_sessions(bob.id, NOW + 50).await?, 0);
+    let revoked_at = |session: Option<SessionRecord>| session.and_then(|s| s.revoked_at);
+    assert_eq!(revoked_at(metadata.session("bob-1").await?), Some(NOW + 10));
+    assert_eq!(revoked_at(metadata.session("bob-2").await?), Some(NOW + 40));
+    assert_eq!(revoked_at(metadata.session("bob-3").await?), Some(NOW + 40));
+    let carols = metadata.session("carol-1").await?.expect("untouched");
+    assert_eq!(carols.revoked_at, None);
+    assert_eq!(
+        metadata.revoke_user_sessions(UserId(987_654), NOW).await?,
+        0
+    );
+
+    // A session that ended over a day ago goes when another is created.
+    metadata
+        .create_session(&new_session(
+            "old",
+            carol.id,
+            1,
+            NOW - 3 * DAY,
+            NOW - 2 * DAY,
+        ))
+        .await?;
+    assert!(metadata.session("old").await?.is_some());
+    metadata
+        .create_session(&new_session("carol-2", carol.id, 2, NOW, NOW + DAY))
+        .await?;
+    assert_eq!(metadata.session("old").await?, None);
+    assert_eq!(metadata.session("carol-1").await?, Some(carols));
+
+    // Deleting a user deletes their sessions.
+    metadata
+        .create_session(&new_session("bob-4", bob.id, 4, NOW, NOW + DAY))
+        .await?;
+    metadata.delete_user(bob.id).await?;
+    for id in ["bob-1", "bob-2", "bob-3", "bob-4"] {
+        assert_eq!(metadata.session(id).await?, None, "{id}");
+    }
+    assert_eq!(
+        metadata
+            .rotate_session("bob-4", &[4u8; 32], &[5u8; 32], NOW + 60)
+            .await?,
+        Rotation::Refused
+    );
+    assert!(metadata.session("carol-1").await?.is_some());
+    assert!(metadata.session("carol-2").await?.is_some());
+    Ok(())
+}
+
+/// The trait promises both revocations act on live sessions only: an
+/// expired session is not live, so it is neither revoked nor counted.
+async fn revoking_sessions_ignores_expired_ones(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let bob = metadata.create_user("bob").await?;
+    metadata
+        .create_session(&new_session("live", bob.id, 1, NOW, NOW + DAY))
+        .await?;
+    metadata
+        .create_session(&new_session("expired", bob.id, 2, NOW, NOW + 100))
+        .await?;
+    metadata
+        .create_session(&new_session("ended", bob.id, 3, NOW, NOW + 100))
+        .await?;
+    let revoked_one = metadata.revoke_session("expired", NOW + 100).await?;
+    let counted = metadata.revoke_user_sessions(bob.id, NOW + 200).await?;
+    let revoked_at = |session: Option<SessionRecord>| session.and_then(|s| s.revoked_at);
+    assert_eq!(
+        (
+            revoked_one,
+            counted,
+            revoked_at(metadata.session("expired").await?),
+            revoked_at(metadata.session("ended").await?),
+            revoked_at(metadata.session("live").await?),
+        ),
+        (false, 1, None, None, Some(NOW + 200)),
+        "(revoke_session of an expired session, revoke_user_sessions count, \
+         revoked_at of the two expired sessions, of the live one)"
+    );
+    Ok(())
+}
+
+async fn invitations_are_listed_and_accepted_once(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let owner = metadata.create_owner("alice").await?;
+    let repo = create_repo(metadata.as_ref(), "project").await?;
+    let plain = metadata
+        .create_invitation(&new_invitation(1, owner.id, None, NOW, NOW + DAY))
+        .await?;
+    let granted = metadata
+        .create_invitation(&new_invitation(
+            2,
+            owner.id,
+            Some((repo.id, Access::Write)),
+            NOW + 1,
+            NOW + DAY,
+        ))
+        .await?;
+    assert_ne!(plain, granted);
+    let pending_granted = Invitation {
+        id: granted,
+        created_by: Some("alice".into()),
+        grant: Some(("project".into(), Access::Write)),
+        note: "invitation 2".into(),
+        created_at: NOW + 1,
+        expires_at: NOW + DAY,
+        used_at: None,
+        used_by: None,
+        revoked_at: None,
+    };
+    let pending_plain = Invitation {
+        id: plain,
+        created_by: Some("alice".into()),
+        grant: None,
+        note: "invitation 1".into(),
+        created_at: NOW,
+        expires_at: NOW + DAY,
+        used_at: None,
+        used_by: None,
+        revoked_at: None,
+    };
+    assert_eq!(
+        metadata.list_invitations().await?,
+        [pending_granted.clone(), pending_plain.clone()]
+    );
+    assert_eq!(
+        metadata.invitation_by_hash(&[2u8; 32]).await?,
+        Some(pending_granted.clone())
+    );
+    assert_eq!(
+        metadata.invitation_by_hash(&[1u8; 32]).await?,
+        Some(pending_plain.clone())
+    );
+    assert_eq!(metadata.invitation_by_hash(&[9u8; 32]).await?, None);
+
+    // Accepting creates the user, grants the access, links the identity
+    // and marks the invitation used.
+    let carol = metadata
+        .accept_invitation(
+            &[2u8; 32],
+            &account(
+                "carol",
+                Some("carol-hash"),
+                Some(("https://idp", "sub-carol")),
+            ),
+            NOW + 10,
+        )
+        .await?
+        .expect("a usable invitation");
+    assert_eq!(carol.name, "carol");
+    assert!(!carol.is_owner);
+    assert_eq!(metadata.user_by_id(carol.id).await?, Some(carol.clone()));
+    assert_eq!(
+        metadata.user_credentials("carol").await?,
+        Some((carol.clone(), Some("carol-hash".to_owned())))
+    );
+    assert_eq!(
+        metadata.collaborator_access(repo.id, carol.id).await?,
+        Some(Access::Write)
+    );
+    assert_eq!(
+        metadata
+            .user_by_identity("https://idp", "sub-carol")
+            .await?,
+        Some(carol.clone())
+    );
+    assert_eq!(
+        metadata.list_identities(carol.id).await?,
+        [("https://idp".to_owned(), "sub-carol".to_owned())]
+    );
+    let used_granted = Invitation {
+        used_at: Some(NOW + 10),
+        used_by: Some("carol".into()),
+        ..pending_granted.clone()
+    };
+    assert_eq!(
+        metadata.invitation_by_hash(&[2u8; 32]).await?,
+        Some(used_granted.clone())
+    );
+    assert_eq!(
+        metadata.list_invitations().await?,
+        [used_granted.clone(), pending_plain.clone()]
+    );
+
+    // A second acceptance is refused and creates no one.
+    assert_eq!(
+        metadata
+            .accept_invitation(&[2u8; 32], &account("dave", None, None), NOW + 20)
+            .await?,
+        Err(InvitationRefusal::Used)
+    );
+    assert_eq!(metadata.user_by_name("dave").await?, None);
+    // A used invitation cannot be revoked.
+    assert!(!metadata.revoke_invitation(granted, NOW + 20).await?);
+    assert_eq!(
+        metadata.invitation_by_hash(&[2u8; 32]).await?,
+        Some(used_granted.clone())
+    );
+
+    // A plain invitation creates a user with no access and no identity.
+    let bob = metadata
+        .accept_invitation(&[1u8; 32], &account("bob", None, None), NOW + 30)
+        .await?
+        .expect("a usable invitation");
+    assert_eq!(
+        metadata.user_credentials("bob").await?,
+        Some((bob.clone(), None))
+    );
+    assert!(metadata.list_identities(bob.id).await?.is_empty());
+    assert_eq!(metadata.collaborator_access(repo.id, bob.id).await?, None);
+    assert_eq!(
+        metadata.list_users().await?,
+        [owner, bob.clone(), carol.clone()]
+    );
+    assert_eq!(
+        metadata.list_invitations().await?,
+        [
+            used_granted,
+            Invitation {
+                used_at: Some(NOW + 30),
+                used_by: Some("bob".into()),
+                ..pending_plain
+            }
+        ]
+    );
+
+    // Unknown secrets are refused.
+    assert_eq!(
+        metadata
+            .accept_invitation(&[99u8; 32], &account("erin", None, None), NOW + 40)
+            .await?,
+        Err(InvitationRefusal::Unknown)
+    );
+    assert_eq!(metadata.user_by_name("erin").await?, None);
+    Ok(())
+}
+
+async fn expired_and_revoked_invitations_are_refused(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let owner = metadata.create_owner("alice").await?;
+    let repo = create_repo(metadata.as_ref(), "project").await?;
+    let expiring = metadata
+        .create_invitation(&new_invitation(
+            3,
+            owner.id,
+            Some((repo.id, Access::Read)),
+            NOW,
+            NOW + 100,
+        ))
+        .await?;
+    let revoked = metadata
+        .create_invitation(&new_invitation(4, owner.id, None, NOW, NOW + DAY))
+        .await?;
+
+    // Expired at its expiry time.
+    assert_eq!(
+        metadata
+            .accept_invitation(&[3u8; 32], &account("dave", None, None), NOW + 100)
+            .await?,
+        Err(InvitationRefusal::Expired)
+    );
+    assert_eq!(metadata.user_by_name("dave").await?, None);
+    assert!(metadata.list_collaborators(repo.id).await?.is_empty());
+    let unused = metadata
+        .invitation_by_hash(&[3u8; 32])
+        .await?
+        .expect("still stored");
+    assert_eq!((unused.used_at, unused.used_by), (None, None));
+    assert_eq!(unused.id, expiring);
+
+    assert!(metadata.revoke_invitation(revoked, NOW + 5).await?);
+    assert!(!metadata.revoke_invitation(revoked, NOW + 6).await?);
+    assert!(!metadata.revoke_invitation(987_654, NOW + 6).await?);
+    assert_eq!(
+        metadata
+            .accept_invitation(&[4u8; 32], &account("dave", None, None), NOW + 10)
+            .await?,
+        Err(InvitationRefusal::Revoked)
+    );
+    assert_eq!(metadata.user_by_name("dave").await?, None);
+    let found = metadata
+        .invitation_by_hash(&[4u8; 32])
+        .await?
+        .expect("still stored");
+    assert_eq!(found.revoked_at, Some(NOW + 5));
+    assert_eq!((found.used_at, found.used_by), (None, None));
+    assert_eq!(metadata.list_users().await?, [owner]);
+    Ok(())
+}
+
+async fn a_refused_acceptance_changes_nothing(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let owner = metadata.create_owner("alice").await?;
+    let repo = create_repo(metadata.as_ref(), "project").await?;
+    let bob = metadata.create_user("bob").await?;
+    assert!(
+        metadata
+            .link_identity(bob.id, "https://idp", "sub-bob")
+            .await?
+    );
+    let invitation = metadata
+        .create_invitation(&new_invitation(
+            5,
+            owner.id,
+            Some((repo.id, Access::Admin)),
+            NOW,
+            NOW + DAY,
+        ))
+        .await?;
+    let pending = metadata
+        .invitation_by_hash(&[5u8; 32])
+        .await?
+        .expect("just created");
+    let users = metadata.list_users().await?;
+
+    // A taken name: refused, and the invitation stays usable.
+    assert_eq!(
+        metadata
+            .accept_invitation(
+                &[5u8; 32],
+                &account("bob", Some("hash"), Some(("https://idp", "sub-new"))),
+                NOW + 10,
+            )
+            .await?,
+        Err(InvitationRefusal::NameTaken("bob".into()))
+    );
+    assert_eq!(
+        metadata.invitation_by_hash(&[5u8; 32]).await?,
+        Some(pending.clone())
+    );
+    assert_eq!(metadata.list_users().await?, users);
+    assert_eq!(
+        metadata.user_by_identity("https://idp", "sub-new").await?,
+        None
+    );
+    assert_eq!(
+        metadata.user_credentials("bob").await?,
+        Some((bob.clone(), None))
+    );
+    assert!(metadata.list_collaborators(repo.id).await?.is_empty());
+
+    // An identity linked to someone else: refused, nothing created.
+    assert_eq!(
+        metadata
+            .accept_invitation(
+                &[5u8; 32],
+                &account("erin", Some("hash"), Some(("https://idp", "sub-bob"))),
+                NOW + 20,
+            )
+            .await?,
+        Err(InvitationRefusal::IdentityLinked)
+    );
+    assert_eq!(
+        metadata.invitation_by_hash(&[5u8; 32]).await?,
+        Some(pending.clone())
+    );
+    assert_eq!(metadata.user_by_name("erin").await?, None);
+    assert_eq!(metadata.list_users().await?, users);
+    assert!(metadata.list_collaborators(repo.id).await?.is_empty());
+    assert_eq!(
+        metadata.user_by_identity("https://idp", "sub-bob").await?,
+        Some(bob.clone())
+    );
+
+    // The invitation can still be accepted, under another name.
+    let erin = metadata
+        .accept_invitation(
+            &[5u8; 32],
+            &account("erin", Some("hash"), Some(("https://idp", "sub-erin"))),
+            NOW + 30,
+        )
+        .await?
+        .expect("still usable");
+    assert_eq!(erin.name, "erin");
+    assert_eq!(
+        metadata.collaborator_access(repo.id, erin.id).await?,
+        Some(Access::Admin)
+    );
+    assert_eq!(
+        metadata.user_by_identity("https://idp", "sub-erin").await?,
+        Some(erin.clone())
+    );
+    let used = metadata
+        .invitation_by_hash(&[5u8; 32])
+        .await?
+        .expect("still stored");
+    assert_eq!(used.id, invitation);
+    assert_eq!(used.used_at, Some(NOW + 30));
+    assert_eq!(used.used_by.as_deref(), Some("erin"));
+    Ok(())
+}
+
+async fn deleting_a_repository_removes_its_pending_invitations(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let owner = metadata.create_owner("alice").await?;
+    let doomed = create_repo(metadata.as_ref(), "doomed").await?;
+    let kept = create_repo(metadata.as_ref(), "kept").await?;
+    let on_doomed = metadata
+        .create_invitation(&new_invitation(
+            6,
+            owner.id,
+            Some((doomed.id, Access::Read)),
+            NOW,
+            NOW + DAY,
+        ))
+        .await?;
+    let on_kept = metadata
+        .create_invitation(&new_invitation(
+            7,
+            owner.id,
+            Some((kept.id, Access::Write)),
+            NOW + 1,
+            NOW + DAY,
+        ))
+        .await?;
+    let plain = metadata
+        .create_invitation(&new_invitation(8, owner.id, None, NOW + 2, NOW + DAY))
+        .await?;
+    let ids = |invitations: Vec<Invitation>| -> Vec<i64> {
+        invitations.into_iter().map(|i| i.id).collect()
+    };
+    assert_eq!(
+        ids(metadata.list_invitations().await?),
+        [plain, on_kept, on_doomed]
+    );
+
+    metadata.delete_repository(doomed.id).await?;
+    let listed = metadata.list_invitations().await?;
+    assert_eq!(ids(listed.clone()), [plain, on_kept]);
+    assert_eq!(listed[1].grant, Some(("kept".into(), Access::Write)));
+    assert_eq!(metadata.invitation_by_hash(&[6u8; 32]).await?, None);
+    assert_eq!(
+        metadata
+            .accept_invitation(&[6u8; 32], &account("dave", None, None), NOW + 10)
+            .await?,
+        Err(InvitationRefusal::Unknown)
+    );
+    assert_eq!(metadata.user_by_name("dave").await?, None);
+
+    // A grant on a repository that does not exist is refused.
+    let missing = metadata
+        .create_invitation(&new_invitation(
+            9,
+            owner.id,
+            Some((doomed.id, Access::Read)),
+            NOW,
+            NOW + DAY,
+        ))
+        .await;
+    assert!(
+        matches!(missing, Err(MetadataError::RepositoryNotFound)),
+        "{missing:?}"
+    );
+    assert_eq!(metadata.invitation_by_hash(&[9u8; 32]).await?, None);
+    Ok(())
+}
+
+async fn identities_are_linked_once(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let bob = metadata.create_user("bob").await?;
+    let carol = metadata.create_user("carol").await?;
+    assert_eq!(metadata.user_by_identity("github", "1").await?, None);
+    assert!(metadata.link_identity(bob.id, "github", "1").await?);
+    assert!(!metadata.link_identity(bob.id, "github", "1").await?);
+    assert!(!metadata.link_identity(carol.id, "github", "1").await?);
+    assert_eq!(
+        metadata.user_by_identity("github", "1").await?,
+        Some(bob.clone())
+    );
+    assert_eq!(metadata.user_by_identity("github", "2").await?, None);
+    assert_eq!(metadata.user_by_identity("gitlab", "1").await?, None);
+    assert!(metadata.link_identity(bob.id, "accounts", "x").await?);
+    assert!(metadata.link_identity(carol.id, "gitlab", "1").await?);
+    assert_eq!(
+        metadata.list_identities(bob.id).await?,
+        [
+            ("accounts".to_owned(), "x".to_owned()),
+            ("github".to_owned(), "1".to_owned())
+        ]
+    );
+    assert_eq!(
+        metadata.list_identities(carol.id).await?,
+        [("gitlab".to_owned(), "1".to_owned())]
+    );
+
+    // Only its own user unlinks an identity.
+    assert!(!metadata.unlink_identity(carol.id, "github", "1").await?);
+    assert!(metadata.unlink_identity(bob.id, "github", "1").await?);
+    assert!(!metadata.unlink_identity(bob.id, "github", "1").await?);
+    assert_eq!(metadata.user_by_identity("github", "1").await?, None);
+    assert_eq!(
+        metadata.list_identities(bob.id).await?,
+        [("accounts".to_owned(), "x".to_owned())]
+    );
+    assert!(metadata.link_identity(carol.id, "github", "1").await?);
+    assert_eq!(
+        metadata.user_by_identity("github", "1").await?,
+        Some(carol.clone())
+    );
+
+    let missing = metadata.link_identity(UserId(987_654), "github", "2").await;
+    assert!(
+        matches!(missing, Err(MetadataError::UserNotFound)),
+        "{missing:?}"
+    );
+    assert_eq!(metadata.user_by_identity("github", "2").await?, None);
+
+    // Deleting a user unlinks their identities.
+    metadata.delete_user(carol.id).await?;
+    assert_eq!(metadata.user_by_identity("github", "1").await?, None);
+    assert_eq!(metadata.user_by_identity("gitlab", "1").await?, None);
+    assert!(metadata.list_identities(carol.id).await?.is_empty());
+    assert!(metadata.link_identity(bob.id, "github", "1").await?);
+    Ok(())
+}
+
+fn login_flow(state: u8, created_at: i64, expires_at: i64) -> LoginFlow {
+    LoginFlow {
+        state_hash: vec![state; 32],
+        provider: "https://idp".into(),
+        nonce: format!("nonce-{state}"),
+        pkce_verifier: format!("verifier-{state}"),
+        invitation_hash: state.is_multiple_of(2).then(|| vec![state + 100; 32]),
+        created_at,
+        expires_at,
+    }
+}
+
+async fn login_flows_are_taken_once(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    assert_eq!(metadata.take_login_flow(&[1u8; 32], NOW).await?, None);
+    for state in [1, 2] {
+        metadata
+            .create_login_flow(&login_flow(state, NOW, NOW + 600))
+            .await?;
+    }
+    assert_eq!(
+        metadata.take_login_flow(&[1u8; 32], NOW + 10).await?,
+        Some(login_flow(1, NOW, NOW + 600))
+    );
+    assert_eq!(metadata.take_login_flow(&[1u8; 32], NOW + 10).await?, None);
+    assert_eq!(
+        metadata.take_login_flow(&[2u8; 32], NOW + 599).await?,
+        Some(login_flow(2, NOW, NOW + 600))
+    );
+
+    // An expired flow is not returned, and is gone afterwards.
+    metadata
+        .create_login_flow(&login_flow(3, NOW, NOW + 600))
+        .await?;
+    assert_eq!(metadata.take_login_flow(&[3u8; 32], NOW + 600).await?, None);
+    assert_eq!(metadata.take_login_flow(&[3u8; 32], NOW + 10).await?, None);
+
+    // Creating a flow removes the ones expired by then, and only those.
+    metadata
+        .create_login_flow(&login_flow(4, NOW, NOW + 60))
+        .await?;
+    metadata
+        .create_login_flow(&login_flow(5, NOW, NOW + 600))
+        .await?;
+    metadata
+        .create_login_flow(&login_flow(6, NOW + 60, NOW + 660))
+        .await?;
+    assert_eq!(metadata.take_login_flow(&[4u8; 32], NOW + 30).await?, None);
+    assert_eq!(
+        metadata.take_login_flow(&[5u8; 32], NOW + 70).await?,
+        Some(login_flow(5, NOW, NOW + 600))
+    );
+    assert_eq!(
+        metadata.take_login_flow(&[6u8; 32], NOW + 70).await?,
+        Some(login_flow(6, NOW + 60, NOW + 660))
+    );
+    Ok(())
+}
+
+fn signing_key(kid: &str, secret: u8, created_at: i64) -> SigningKey {
+    SigningKey {
+        kid: kid.into(),
+        algorithm: "EdDSA".into(),
+        private_key: vec![secret; 48],
+        public_key: vec![secret + 1; 32],
+        created_at,
+    }
+}
+
+async fn signing_keys_are_kept_newest_first(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    assert!(metadata.signing_keys().await?.is_empty());
+    metadata.add_signing_key(&signing_key("k1", 1, NOW)).await?;
+    // Another process racing to create the first key: the first one stays.
+    metadata
+        .add_signing_key(&signing_key("k1", 9, NOW + 50))
+        .await?;
+    assert_eq!(metadata.signing_keys().await?, [signing_key("k1", 1, NOW)]);
+    metadata
+        .add_signing_key(&signing_key("k2", 2, NOW + 100))
+        .await?;
+    metadata
+        .add_signing_key(&signing_key("k0", 3, NOW - 100))
+        .await?;
+    assert_eq!(
+        metadata.signing_keys().await?,
+        [
+            signing_key("k2", 2, NOW + 100),
+            signing_key("k1", 1, NOW),
+            signing_key("k0", 3, NOW - 100)
+        ]
+    );
+    Ok(())
+}
+
+async fn audit_events_are_recorded_and_filtered(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    assert!(
+        metadata
+            .list_audit(&AuditQuery {
+                limit: 100,
+                ..AuditQuery::default()
+            })
+            .await?
+            .is_empty()
+    );
+    let alice = metadata.create_owner("alice").await?;
+    let bob = metadata.create_user("bob").await?;
+    let events = [
+        (100, Some(&alice), "login", None, Some("alice")),
+        (200, None, "login.failed", None, Some("bob")),
+        (300, Some(&alice), "token.created", None, Some("1")),
+        (400, Some(&bob), "repo.created", Some("project"), None),
+        (500, Some(&bob), "repo.visibility", Some("project"), None),
+        (600, Some(&alice), "token.revoked", None, Some("1")),
+        (700, Some(&alice), "login", None, Some("alice")),
+        (800, Some(&bob), "repo.created", Some("other"), None),
+    ];
+    for (at, actor, action, repo, target) in events {
+        metadata
+            .record_audit(&NewAuditEvent {
+                at,
+                actor: actor.cloned(),
+                action: action.into(),
+                repo: repo.map(Into::into),
+                target: target.map(Into::into),
+                client: Some("127.0.0.1".into()),
+                detail: format!("at {at}"),
+            })
+            .await?;
+    }
+    let list = |query: AuditQuery| {
+        let metadata = metadata.clone();
+        async move {
+            anyhow::Ok(
+                metadata
+                    .list_audit(&AuditQuery {
+                        limit: if query.limit == 0 { 100 } else { query.limit },
+                        ..query
+                    })
+                    .await?,
+            )
+        }
+    };
+    let times = |events: &[AuditEvent]| -> Vec<i64> { events.iter().map(|e| e.at).collect() };
+
+    // Newest first, as recorded.
+    let all = list(AuditQuery::default()).await?;
+    assert_eq!(times(&all), [800, 700, 600, 500, 400, 300, 200, 100]);
+    assert!(all.windows(2).all(|pair| pair[0].id > pair[1].id));
+    let by_at = |at: i64| all.iter().find(|e| e.at == at).expect("recorded").clone();
+    assert_eq!(
+        by_at(200),
+        AuditEvent {
+            id: by_at(200).id,
+            at: 200,
+            actor: None,
+            action: "login.failed".into(),
+            repo: None,
+            target: Some("bob".into()),
+            client: Some("127.0.0.1".into()),
+            detail: "at 200".into(),
+        }
+    );
+    assert_eq!(
+        by_at(500),
+        AuditEvent {
+            id: by_at(500).id,
+            at: 500,
+            actor: Some("bob".into()),
+            action: "repo.visibility".into(),
+            repo: Some("project".into()),
+            target: None,
+            client: Some("127.0.0.1".into()),
+            detail: "at 500".into(),
+        }
+    );
+
+    let action = |action: &str| AuditQuery {
+        action: Some(action.into()),
+        ..AuditQuery::default()
+    };
+    // An exact action, or a prefix ending in a dot.
+    assert_eq!(times(&list(action("login")).await?), [700, 100]);
+    assert_eq!(times(&list(action("login.")).await?), [200]);
+    assert_eq!(times(&list(action("token.")).await?), [600, 300]);
+    assert_eq!(times(&list(action("token")).await?), [] as [i64; 0]);
+    assert_eq!(times(&list(action("repo.created")).await?), [800, 400]);
+    assert_eq!(times(&list(action("repo")).await?), [] as [i64; 0]);
+    assert_eq!(times(&list(action("repo.")).await?), [800, 500, 400]);
+
+    let actor = |actor: &str| AuditQuery {
+        actor: Some(actor.into()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(times(&list(actor("alice")).await?), [700, 600, 300, 100]);
+    assert_eq!(times(&list(actor("bob")).await?), [800, 500, 400]);
+    assert_eq!(times(&list(actor("carol")).await?), [] as [i64; 0]);
+
+    let repo = |repo: &str| AuditQuery {
+        repo: Some(repo.into()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(times(&list(repo("project")).await?), [500, 400]);
+    assert_eq!(times(&list(repo("other")).await?), [800]);
+
+    let since = AuditQuery {
+        since: Some(500),
+        ..AuditQuery::default()
+    };
+    assert_eq!(times(&list(since).await?), [800, 700, 600, 500]);
+
+    // Paging backwards by id.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = list(AuditQuery {
+            before,
+            limit: 3,
+            ..AuditQuery::default()
+        })
+        .await?;
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|e| e.id);
+        pages.push(times(&page));
+    }
+    assert_eq!(
+        pages,
+        [vec![800, 700, 600], vec![500, 400, 300], vec![200, 100]]
+    );
+    let first = AuditQuery {
+        limit: 1,
+        ..AuditQuery::default()
+    };
+    assert_eq!(times(&list(first).await?), [800]);
+
+    // All filters combined.
+    let combined = AuditQuery {
+        action: Some("token.".into()),
+        actor: Some("alice".into()),
+        since: Some(400),
+        before: Some(by_at(700).id),
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    assert_eq!(times(&list(combined).await?), [600]);
+    let combined = AuditQuery {
+        action: Some("repo.".into()),
+        actor: Some("bob".into()),
+        repo: Some("project".into()),
+        before: Some(by_at(500).id),
+        limit: 10,
+        ..AuditQuery::default()
+    };
+    assert_eq!(times(&list(combined).await?), [400]);
+    Ok(())
+}
+
 metadata_suite! {
     repo_state_counts_ref_changes,
     compaction_replaces_packs_and_retires_them,
@@ -1542,4 +2613,16 @@ metadata_suite! {
     collaborators_are_set_replaced_and_removed,
     tokens_are_listed_and_revoked,
     repositories_keep_their_visibility,
+    passwords_are_set_and_cleared,
+    sessions_rotate_their_secret_and_detect_reuse,
+    sessions_are_revoked_and_go_with_their_user,
+    revoking_sessions_ignores_expired_ones,
+    invitations_are_listed_and_accepted_once,
+    expired_and_revoked_invitations_are_refused,
+    a_refused_acceptance_changes_nothing,
+    deleting_a_repository_removes_its_pending_invitations,
+    identities_are_linked_once,
+    login_flows_are_taken_once,
+    signing_keys_are_kept_newest_first,
+    audit_events_are_recorded_and_filtered,
 }

@@ -2,10 +2,11 @@
 //! levels, and the traits that make object storage and metadata pluggable.
 //!
 //! This crate knows nothing of HTTP, SQL or S3. Backends implement the traits
-//! in [`storage`] and [`metadata`]; the protocol and web layers only see the
+//! in [`storage`], [`metadata`] and [`identity`]; the protocol and web layers only see the
 //! traits.
 
 pub mod access;
+pub mod identity;
 pub mod metadata;
 pub mod name;
 pub mod refs;

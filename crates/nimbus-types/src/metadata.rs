@@ -176,9 +176,9 @@ pub struct Collaborator {
     pub access: Access,
 }
 
-/// One backend for all metadata.
+/// One backend for all metadata; it stores identities too.
 #[async_trait::async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
+pub trait MetadataStore: crate::identity::IdentityStore + Send + Sync + 'static {
     /// Create a repository; fails with [`MetadataError::RepositoryExists`]
     /// when the name is taken.
     async fn create_repository(&self, new: &NewRepository) -> Result<Repository, MetadataError>;

@@ -8,7 +8,7 @@ pub const MAX_REPO_NAME_LEN: usize = 100;
 /// Names that would collide with the server's own top-level paths.
 const RESERVED: &[&str] = &[
     "api", "assets", "static", "login", "logout", "settings", "admin", "user", "users", "healthz",
-    "metrics", "-",
+    "metrics", "invite", "account", "-",
 ];
 
 /// A validated repository name: ASCII letters, digits, `.`, `_` and `-`,

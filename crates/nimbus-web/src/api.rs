@@ -6,7 +6,7 @@
 use crate::app::AdminError;
 use crate::error::WebError;
 use crate::git_http::{auth_failure, authorized_repo, principal};
-use crate::{App, RequestParts, body};
+use crate::{App, Audit, RequestParts, body};
 use nimbus_auth::{Decision, InstanceAction, RepoAction, Surface};
 use nimbus_types::metadata::{MetadataError, TokenInfo, User};
 use nimbus_types::{
@@ -67,7 +67,7 @@ fn visibility_of(
     }
 }
 
-fn base_url(app: &App, parts: &RequestParts) -> String {
+pub(crate) fn base_url(app: &App, parts: &RequestParts) -> String {
     if let Some(url) = &app.config.public_url {
         return url.trim_end_matches('/').to_owned();
     }
@@ -92,7 +92,7 @@ fn view(base: &str, repo: &Repository) -> RepoView {
     }
 }
 
-fn json_reply(status: StatusCode, value: &impl Serialize) -> Response {
+pub(crate) fn json_reply(status: StatusCode, value: &impl Serialize) -> Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
@@ -113,7 +113,7 @@ fn admin_error(err: AdminError) -> WebError {
     }
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(
+pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
     app: &App,
     parts: RequestParts,
 ) -> Result<T, WebError> {
@@ -139,7 +139,7 @@ pub async fn repos(app: &App, parts: RequestParts) -> Result<Response, WebError>
 }
 
 async fn repos_inner(app: &App, parts: RequestParts) -> Result<Response, WebError> {
-    let principal = principal(app, &parts.headers).await?;
+    let principal = principal(app, &parts).await?;
     let base = base_url(app, &parts);
     if parts.method == Method::POST {
         require(app.access.authorize_instance(
@@ -147,6 +147,7 @@ async fn repos_inner(app: &App, parts: RequestParts) -> Result<Response, WebErro
             InstanceAction::CreateRepository,
             Surface::Api,
         ))?;
+        let client = parts.client.clone();
         let request: CreateRepo = read_json(app, parts).await?;
         let name = repo_name(&request.name)?;
         let visibility =
@@ -155,6 +156,17 @@ async fn repos_inner(app: &App, parts: RequestParts) -> Result<Response, WebErro
             .create_repository(name, visibility, request.default_branch)
             .await
             .map_err(admin_error)?;
+        app.audit(
+            Audit::new("repo.created")
+                .by(&principal)
+                .repo(&repo.name)
+                .client(client.as_deref())
+                .detail(format!(
+                    "{} repository, default branch {}",
+                    repo.visibility, repo.default_branch
+                )),
+        )
+        .await;
         return Ok(json_reply(StatusCode::CREATED, &view(&base, &repo)));
     }
     if let Principal::User { .. } = principal {
@@ -181,7 +193,7 @@ async fn repos_inner(app: &App, parts: RequestParts) -> Result<Response, WebErro
 
 /// An instance or self decision as a result; repository decisions go
 /// through `authorized_repo`.
-fn require(decision: Decision) -> Result<(), WebError> {
+pub(crate) fn require(decision: Decision) -> Result<(), WebError> {
     match decision {
         Decision::Allow => Ok(()),
         Decision::Unauthenticated => Err(WebError::unauthorized(
@@ -198,7 +210,7 @@ pub async fn repo(app: &App, name: &str, parts: RequestParts) -> Result<Response
 }
 
 async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
-    let principal: Principal = principal(app, &parts.headers).await?;
+    let principal: Principal = principal(app, &parts).await?;
     let base = base_url(app, &parts);
     let action = match parts.method {
         Method::GET => RepoAction::Read,
@@ -209,6 +221,7 @@ async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Respon
     match parts.method {
         Method::GET => Ok(json_reply(StatusCode::OK, &view(&base, &repo))),
         Method::PATCH => {
+            let client = parts.client.clone();
             let request: PatchRepo = read_json(app, parts).await?;
             let update = RepoUpdate {
                 name: request.name.as_deref().map(repo_name).transpose()?,
@@ -219,25 +232,65 @@ async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Respon
                 .update_repository(&repo, update)
                 .await
                 .map_err(admin_error)?;
+            let changes = repo_changes(&repo, &updated);
+            if !changes.is_empty() {
+                app.audit(
+                    Audit::new("repo.updated")
+                        .by(&principal)
+                        .repo(&updated.name)
+                        .client(client.as_deref())
+                        .detail(changes),
+                )
+                .await;
+            }
             Ok(json_reply(StatusCode::OK, &view(&base, &updated)))
         }
         Method::DELETE => {
             app.delete_repository(&repo).await.map_err(admin_error)?;
+            app.audit(
+                Audit::new("repo.deleted")
+                    .by(&principal)
+                    .repo(&repo.name)
+                    .client(parts.client.as_deref()),
+            )
+            .await;
             Ok(no_content())
         }
         _ => Err(method_not_allowed()),
     }
 }
 
-fn no_content() -> Response {
+/// What an update changed, for the audit log: `visibility public -> private;
+/// name a -> b`. Empty when nothing changed.
+pub fn repo_changes(before: &Repository, after: &Repository) -> String {
+    let mut changes = Vec::new();
+    if before.name != after.name {
+        changes.push(format!("name {} -> {}", before.name, after.name));
+    }
+    if before.visibility != after.visibility {
+        changes.push(format!(
+            "visibility {} -> {}",
+            before.visibility, after.visibility
+        ));
+    }
+    if before.default_branch != after.default_branch {
+        changes.push(format!(
+            "default branch {} -> {}",
+            before.default_branch, after.default_branch
+        ));
+    }
+    changes.join("; ")
+}
+
+pub(crate) fn no_content() -> Response {
     warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response()
 }
 
-fn method_not_allowed() -> WebError {
+pub(crate) fn method_not_allowed() -> WebError {
     WebError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
-fn internal(err: MetadataError) -> WebError {
+pub(crate) fn internal(err: MetadataError) -> WebError {
     WebError::internal(&err)
 }
 
@@ -276,7 +329,7 @@ pub async fn collaborators(
     parts: RequestParts,
 ) -> Result<Response, WebError> {
     async {
-        let principal = principal(app, &parts.headers).await?;
+        let principal = principal(app, &parts).await?;
         let repo = authorized_repo(app, name, &principal, RepoAction::Admin, Surface::Api).await?;
         let listed = app
             .meta
@@ -296,7 +349,7 @@ pub async fn collaborators(
     .map_err(WebError::json)
 }
 
-async fn existing_user(app: &App, name: &str) -> Result<User, WebError> {
+pub(crate) async fn existing_user(app: &App, name: &str) -> Result<User, WebError> {
     app.meta
         .user_by_name(name)
         .await
@@ -312,11 +365,12 @@ pub async fn collaborator(
     parts: RequestParts,
 ) -> Result<Response, WebError> {
     async {
-        let principal = principal(app, &parts.headers).await?;
+        let principal = principal(app, &parts).await?;
         let repo = authorized_repo(app, name, &principal, RepoAction::Admin, Surface::Api).await?;
         let user = existing_user(app, user).await?;
         match parts.method {
             Method::PUT => {
+                let client = parts.client.clone();
                 let request: SetCollaborator = read_json(app, parts).await?;
                 let access = Access::parse(&request.access).ok_or_else(|| {
                     WebError::new(
@@ -333,11 +387,33 @@ pub async fn collaborator(
                         "the owner is admin on every repository already",
                     ));
                 }
+                let previous = app
+                    .meta
+                    .collaborator_access(repo.id, user.id)
+                    .await
+                    .map_err(internal)?;
                 app.meta
                     .set_collaborator(repo.id, user.id, access)
                     .await
                     .map_err(internal)?;
                 tracing::info!(repo = %repo.name, user = %user.name, %access, by = principal.label(), "collaborator set");
+                let event = match previous {
+                    None => Some(Audit::new("collaborator.added").detail(access.to_string())),
+                    Some(previous) if previous != access => Some(
+                        Audit::new("collaborator.changed").detail(format!("{previous} -> {access}")),
+                    ),
+                    Some(_) => None,
+                };
+                if let Some(event) = event {
+                    app.audit(
+                        event
+                            .by(&principal)
+                            .repo(&repo.name)
+                            .target(&user.name)
+                            .client(client.as_deref()),
+                    )
+                    .await;
+                }
                 Ok(json_reply(
                     StatusCode::OK,
                     &CollaboratorView {
@@ -359,6 +435,14 @@ pub async fn collaborator(
                     )));
                 }
                 tracing::info!(repo = %repo.name, user = %user.name, by = principal.label(), "collaborator removed");
+                app.audit(
+                    Audit::new("collaborator.removed")
+                        .by(&principal)
+                        .repo(&repo.name)
+                        .target(&user.name)
+                        .client(parts.client.as_deref()),
+                )
+                .await;
                 Ok(no_content())
             }
             _ => Err(method_not_allowed()),
@@ -369,8 +453,11 @@ pub async fn collaborator(
 }
 
 /// The principal's account, for endpoints about oneself.
-async fn signed_in(app: &App, parts: &RequestParts) -> Result<(UserId, Principal), WebError> {
-    let principal = principal(app, &parts.headers).await?;
+pub(crate) async fn signed_in(
+    app: &App,
+    parts: &RequestParts,
+) -> Result<(UserId, Principal), WebError> {
+    let principal = principal(app, parts).await?;
     require(app.access.authorize_self(&principal, Surface::Api))?;
     match &principal {
         Principal::User { id, .. } => Ok((*id, principal)),
@@ -414,13 +501,14 @@ struct CreateUser {
 /// `GET|POST /api/v1/users`: the owner manages accounts.
 pub async fn users(app: &App, parts: RequestParts) -> Result<Response, WebError> {
     async {
-        let principal = principal(app, &parts.headers).await?;
+        let principal = principal(app, &parts).await?;
         require(app.access.authorize_instance(
             &principal,
             InstanceAction::ManageUsers,
             Surface::Api,
         ))?;
         if parts.method == Method::POST {
+            let client = parts.client.clone();
             let request: CreateUser = read_json(app, parts).await?;
             nimbus_auth::validate_user_name(&request.name)
                 .map_err(|e| WebError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
@@ -436,6 +524,13 @@ pub async fn users(app: &App, parts: RequestParts) -> Result<Response, WebError>
                     err => internal(err),
                 })?;
             tracing::info!(user = %user.name, by = principal.label(), "user created");
+            app.audit(
+                Audit::new("user.created")
+                    .by(&principal)
+                    .target(&user.name)
+                    .client(client.as_deref()),
+            )
+            .await;
             return Ok(json_reply(StatusCode::CREATED, &user_view(&user)));
         }
         let users = app.meta.list_users().await.map_err(internal)?;
@@ -449,7 +544,7 @@ pub async fn users(app: &App, parts: RequestParts) -> Result<Response, WebError>
 /// `GET|DELETE /api/v1/users/{name}`: the owner manages accounts.
 pub async fn user(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
     async {
-        let principal = principal(app, &parts.headers).await?;
+        let principal = principal(app, &parts).await?;
         require(app.access.authorize_instance(
             &principal,
             InstanceAction::ManageUsers,
@@ -472,6 +567,13 @@ pub async fn user(app: &App, name: &str, parts: RequestParts) -> Result<Response
                         err => internal(err),
                     })?;
                 tracing::info!(user = %user.name, by = principal.label(), "user deleted");
+                app.audit(
+                    Audit::new("user.deleted")
+                        .by(&principal)
+                        .target(&user.name)
+                        .client(parts.client.as_deref()),
+                )
+                .await;
                 Ok(no_content())
             }
             _ => Err(method_not_allowed()),
@@ -514,7 +616,7 @@ fn token_view(token: &TokenInfo) -> TokenView {
     }
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -524,10 +626,12 @@ fn unix_now() -> i64 {
 /// Issue a token from a request body; the secret is in the reply, once.
 async fn create_token(
     app: &App,
-    user: UserId,
-    presented: Scopes,
+    principal: &Principal,
+    user: &User,
     parts: RequestParts,
 ) -> Result<Response, WebError> {
+    let presented = scopes_of(principal);
+    let client = parts.client.clone();
     let request: CreateToken = read_json(app, parts).await?;
     let scopes = Scopes::parse(&request.scopes.join(","))
         .map_err(|e| WebError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
@@ -547,7 +651,7 @@ async fn create_token(
         .map(|days| unix_now().saturating_add(i64::from(days) * 86_400));
     let issued = nimbus_auth::issue_token(
         app.meta.as_ref(),
-        user,
+        user.id,
         &request.description,
         scopes,
         expires_at,
@@ -555,6 +659,14 @@ async fn create_token(
     .await
     .map_err(internal)?;
     tracing::info!(token = issued.id, scopes = %scopes, "token created");
+    app.audit(
+        Audit::new("token.created")
+            .by(principal)
+            .target(issued.id)
+            .client(client.as_deref())
+            .detail(format!("for {} with scopes {scopes}", user.name)),
+    )
+    .await;
     Ok(json_reply(
         StatusCode::CREATED,
         &serde_json::json!({
@@ -564,6 +676,20 @@ async fn create_token(
             "expires_at": expires_at,
         }),
     ))
+}
+
+/// The account of a signed-in principal.
+fn principal_user(principal: &Principal) -> Option<User> {
+    match principal {
+        Principal::User {
+            id, name, is_owner, ..
+        } => Some(User {
+            id: *id,
+            name: name.clone(),
+            is_owner: *is_owner,
+        }),
+        Principal::Anonymous => None,
+    }
 }
 
 fn scopes_of(principal: &Principal) -> Scopes {
@@ -576,14 +702,14 @@ fn scopes_of(principal: &Principal) -> Scopes {
 /// `POST /api/v1/users/{name}/tokens`: the owner issues a token for a user.
 pub async fn user_tokens(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
     async {
-        let principal = principal(app, &parts.headers).await?;
+        let principal = principal(app, &parts).await?;
         require(app.access.authorize_instance(
             &principal,
             InstanceAction::ManageUsers,
             Surface::Api,
         ))?;
         let user = existing_user(app, name).await?;
-        create_token(app, user.id, scopes_of(&principal), parts).await
+        create_token(app, &principal, &user, parts).await
     }
     .await
     .map_err(WebError::json)
@@ -594,7 +720,9 @@ pub async fn tokens(app: &App, parts: RequestParts) -> Result<Response, WebError
     async {
         let (user, principal) = signed_in(app, &parts).await?;
         if parts.method == Method::POST {
-            return create_token(app, user, scopes_of(&principal), parts).await;
+            let user = principal_user(&principal)
+                .ok_or_else(|| WebError::unauthorized("authentication required"))?;
+            return create_token(app, &principal, &user, parts).await;
         }
         let tokens = app.meta.list_tokens(user).await.map_err(internal)?;
         let views: Vec<TokenView> = tokens.iter().map(token_view).collect();
@@ -607,7 +735,7 @@ pub async fn tokens(app: &App, parts: RequestParts) -> Result<Response, WebError
 /// `DELETE /api/v1/user/tokens/{id}`: revoke one's own token.
 pub async fn token(app: &App, id: &str, parts: RequestParts) -> Result<Response, WebError> {
     async {
-        let (user, _) = signed_in(app, &parts).await?;
+        let (user, principal) = signed_in(app, &parts).await?;
         let not_found = || WebError::not_found(format!("token {id} not found"));
         let id: i64 = id.parse().map_err(|_| not_found())?;
         if !app
@@ -619,6 +747,13 @@ pub async fn token(app: &App, id: &str, parts: RequestParts) -> Result<Response,
             return Err(not_found());
         }
         tracing::info!(token = id, "token revoked");
+        app.audit(
+            Audit::new("token.revoked")
+                .by(&principal)
+                .target(id)
+                .client(parts.client.as_deref()),
+        )
+        .await;
         Ok(no_content())
     }
     .await

@@ -2,11 +2,16 @@
 //! administration shared by the API and the command line.
 
 use nimbus_auth::AccessControl;
+use nimbus_auth::limit::AuthLimits;
+use nimbus_auth::oidc::Providers;
+use nimbus_auth::session::Sessions;
 use nimbus_git::maintenance::Maintainer;
 use nimbus_git::service::{GitService, ServiceError};
+use nimbus_types::identity::NewAuditEvent;
+use nimbus_types::metadata::User;
 use nimbus_types::metadata::{MetadataError, MetadataStore};
 use nimbus_types::repo::validate_branch_name;
-use nimbus_types::{NewRepository, RepoName, RepoUpdate, Repository, Visibility};
+use nimbus_types::{NewRepository, Principal, RepoName, RepoUpdate, Repository, Visibility};
 use std::sync::Arc;
 
 /// Settings of the HTTP layer.
@@ -19,6 +24,12 @@ pub struct AppConfig {
     pub max_negotiation_bytes: u64,
     /// The largest JSON body accepted.
     pub max_json_bytes: u64,
+    /// Whether cookies get the `Secure` attribute (the public URL is
+    /// HTTPS).
+    pub secure_cookies: bool,
+    /// Whether the client address is taken from `X-Forwarded-For` (set
+    /// only behind a proxy that writes it).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for AppConfig {
@@ -27,6 +38,8 @@ impl Default for AppConfig {
             public_url: None,
             max_negotiation_bytes: 100 << 20,
             max_json_bytes: 1 << 20,
+            secure_cookies: false,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -38,7 +51,69 @@ pub struct App {
     /// Background compaction after pushes; `None` in one-shot commands.
     pub maintainer: Option<Arc<Maintainer>>,
     pub access: Arc<dyn AccessControl>,
+    /// Web sessions (cookies) and the keys that sign them.
+    pub sessions: Arc<Sessions>,
+    /// External identity providers (may be none).
+    pub providers: Arc<Providers>,
+    /// Limits on failed authentication.
+    pub limits: Arc<AuthLimits>,
     pub config: AppConfig,
+}
+
+/// A security event for the audit log, built up by the code that saw it.
+#[derive(Debug, Clone)]
+pub struct Audit(NewAuditEvent);
+
+impl Audit {
+    /// An event named `action`, such as `token.created`.
+    pub fn new(action: &str) -> Audit {
+        Audit(NewAuditEvent {
+            action: action.to_owned(),
+            ..NewAuditEvent::default()
+        })
+    }
+
+    /// Who did it (anonymous principals leave the actor empty).
+    pub fn by(mut self, principal: &Principal) -> Audit {
+        if let Principal::User {
+            id, name, is_owner, ..
+        } = principal
+        {
+            self.0.actor = Some(User {
+                id: *id,
+                name: name.clone(),
+                is_owner: *is_owner,
+            });
+        }
+        self
+    }
+
+    pub fn by_user(mut self, user: &User) -> Audit {
+        self.0.actor = Some(user.clone());
+        self
+    }
+
+    pub fn repo(mut self, name: impl std::fmt::Display) -> Audit {
+        self.0.repo = Some(name.to_string());
+        self
+    }
+
+    pub fn target(mut self, target: impl std::fmt::Display) -> Audit {
+        self.0.target = Some(target.to_string());
+        self
+    }
+
+    /// The client address, as in `RequestParts::client`.
+    pub fn client(mut self, client: Option<&str>) -> Audit {
+        self.0.client = client.map(str::to_owned);
+        self
+    }
+
+    /// Free text; never a secret.
+    pub fn detail(mut self, detail: impl Into<String>) -> Audit {
+        self.0.detail = detail.into();
+        self
+    }
 }
 
 /// Failures of repository administration. Messages go to users.
@@ -53,6 +128,16 @@ pub enum AdminError {
 }
 
 impl App {
+    /// Record a security event now. A failure to record is logged, never
+    /// turned into a failed request: the action already happened.
+    pub async fn audit(&self, audit: Audit) {
+        let mut event = audit.0;
+        event.at = now();
+        if let Err(err) = self.meta.record_audit(&event).await {
+            tracing::error!(error = %err, action = %event.action, "could not record an audit event");
+        }
+    }
+
     pub async fn create_repository(
         &self,
         name: RepoName,
@@ -101,4 +186,12 @@ fn check_branch(name: &str) -> Result<(), AdminError> {
         name: name.to_owned(),
         reason: err.to_string(),
     })
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -19,6 +19,8 @@ pub struct WebError {
     pub status: StatusCode,
     pub message: String,
     pub flavor: Flavor,
+    /// `Retry-After` seconds, for 429 and 503 answers.
+    pub retry_after: Option<u64>,
 }
 
 impl WebError {
@@ -27,7 +29,13 @@ impl WebError {
             status,
             message: message.into(),
             flavor: Flavor::Text,
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn json(mut self) -> Self {
@@ -81,6 +89,11 @@ impl WebError {
             )
             .into_response(),
         };
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

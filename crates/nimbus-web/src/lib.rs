@@ -6,13 +6,15 @@
 //! in [`error::WebError`]. The git protocol itself lives in `nimbus-git`.
 
 pub mod api;
+pub mod api_identity;
 pub mod app;
 pub mod body;
 pub mod error;
 pub mod git_http;
 pub mod route;
+pub mod session_http;
 
-pub use app::{App, AppConfig};
+pub use app::{App, AppConfig, Audit};
 
 use error::WebError;
 use route::Route;
@@ -23,6 +25,11 @@ use warp::reply::{Reply, Response};
 
 /// Everything one request hands to its handler.
 pub struct RequestParts {
+    /// The client's address (see `AppConfig::trust_forwarded_for`).
+    pub client: Option<String>,
+    /// The web session of the request's cookies, when it has a live one
+    /// (never resolved for git requests).
+    pub session: Option<nimbus_auth::session::ActiveSession>,
     pub method: Method,
     pub path: String,
     pub query: Option<String>,
@@ -38,20 +45,25 @@ pub fn routes(
         .map(Some)
         .or(warp::any().map(|| None))
         .unify();
-    warp::method()
+    warp::addr::remote()
+        .and(warp::method())
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
         .and(body::body_reader())
         .and(warp::any().map(move || app.clone()))
         .then(
-            |method: Method,
+            |remote: Option<std::net::SocketAddr>,
+             method: Method,
              path: warp::path::FullPath,
              query: Option<String>,
              headers: HeaderMap,
              body: body::BodyReader,
              app: Arc<App>| async move {
+                let client = client_address(&app, remote, &headers);
                 let parts = RequestParts {
+                    client,
+                    session: None,
                     method,
                     path: path.as_str().to_owned(),
                     query,
@@ -63,12 +75,39 @@ pub fn routes(
         )
 }
 
+/// The client's address: the socket's peer, or the last address of
+/// `X-Forwarded-For` when the proxy in front is trusted to write it.
+fn client_address(
+    app: &App,
+    remote: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    if app.config.trust_forwarded_for
+        && let Some(forwarded) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .and_then(|v| v.parse::<std::net::IpAddr>().ok())
+    {
+        return Some(forwarded.to_string());
+    }
+    remote.map(|addr| addr.ip().to_string())
+}
+
 /// Route and answer one request, with one log line per request.
-pub async fn handle(app: &App, parts: RequestParts) -> Response {
+pub async fn handle(app: &App, mut parts: RequestParts) -> Response {
     let started = std::time::Instant::now();
     let method = parts.method.clone();
-    let path = parts.path.clone();
-    let response = dispatch(app, parts).await;
+    let path = route::loggable_path(&parts.path).into_owned();
+    // Sessions are for the web and the API; git requests never carry one.
+    let cookies = if route::is_git(&route::route(&parts.path)) {
+        session_http::SessionCookies::default()
+    } else {
+        session_http::resolve(app, &mut parts).await
+    };
+    let mut response = dispatch(app, parts).await;
+    cookies.apply(app, &mut response);
     // The query may carry nothing secret today, but paths are enough to
     // follow a request; credentials live in headers and are never logged.
     tracing::info!(
@@ -113,6 +152,28 @@ async fn dispatch(app: &App, parts: RequestParts) -> Response {
         Route::ApiUserTokens { name } => api::user_tokens(app, &name, parts).await,
         Route::ApiTokens => api::tokens(app, parts).await,
         Route::ApiToken { id } => api::token(app, &id, parts).await,
+        Route::ApiPassword => api_identity::password(app, parts).await,
+        Route::ApiInvitations => api_identity::invitations(app, parts).await,
+        Route::ApiInvitation { id } => api_identity::invitation(app, &id, parts).await,
+        Route::ApiAudit => api_identity::audit(app, parts).await,
+        Route::ApiIdentities { name } => api_identity::identities(app, &name, parts).await,
+        Route::ApiIdentity {
+            name,
+            provider,
+            subject,
+        } => api_identity::identity(app, &name, &provider, &subject, parts).await,
+        Route::Login => session_http::login(app, parts).await,
+        Route::Logout => session_http::logout(app, parts).await,
+        Route::LoginProvider { provider } => {
+            session_http::login_provider(app, &provider, parts).await
+        }
+        Route::LoginCallback { provider } => {
+            session_http::login_callback(app, &provider, parts).await
+        }
+        Route::Invite { secret } => session_http::invite(app, &secret, parts).await,
+        Route::Account => session_http::account(app, parts).await,
+        Route::AccountPassword => session_http::account_password(app, parts).await,
+        Route::Jwks => Ok(session_http::jwks(app)),
         Route::NotFound => Err(WebError::not_found("not found")),
     };
     result.unwrap_or_else(WebError::into_response)

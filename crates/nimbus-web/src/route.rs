@@ -50,7 +50,67 @@ pub enum Route {
     ApiToken {
         id: String,
     },
+    /// `/api/v1/user/password`: set one's own password.
+    ApiPassword,
+    /// `/api/v1/invitations`
+    ApiInvitations,
+    /// `/api/v1/invitations/{id}`
+    ApiInvitation {
+        id: String,
+    },
+    /// `/api/v1/audit`: the audit log.
+    ApiAudit,
+    /// `/api/v1/users/{name}/identities`
+    ApiIdentities {
+        name: String,
+    },
+    /// `/api/v1/users/{name}/identities/{provider}/{subject}` (segments
+    /// still percent-encoded).
+    ApiIdentity {
+        name: String,
+        provider: String,
+        subject: String,
+    },
+    /// `/login`: the sign-in form.
+    Login,
+    /// `/logout`
+    Logout,
+    /// `/login/{provider}`: start signing in at an identity provider.
+    LoginProvider {
+        provider: String,
+    },
+    /// `/login/{provider}/callback`
+    LoginCallback {
+        provider: String,
+    },
+    /// `/invite/{secret}`: accept an invitation.
+    Invite {
+        secret: String,
+    },
+    /// `/account`: who is signed in.
+    Account,
+    /// `/account/password`
+    AccountPassword,
+    /// `/.well-known/jwks.json`: the keys that verify session tokens.
+    Jwks,
     NotFound,
+}
+
+/// The path as it may be logged: invitation links carry their secret in
+/// the path, which is replaced.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/invite/") {
+        Some(rest) if !rest.is_empty() => std::borrow::Cow::Borrowed("/invite/<secret>"),
+        _ => std::borrow::Cow::Borrowed(path),
+    }
+}
+
+/// Whether a route is git smart HTTP (never authenticated by cookies).
+pub fn is_git(route: &Route) -> bool {
+    matches!(
+        route,
+        Route::InfoRefs { .. } | Route::UploadPack { .. } | Route::ReceivePack { .. }
+    )
 }
 
 /// Which methods a route answers, for `405` responses.
@@ -68,6 +128,17 @@ pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
         Route::ApiUserTokens { .. } => &["POST"],
         Route::ApiTokens => &["GET", "POST"],
         Route::ApiToken { .. } => &["DELETE"],
+        Route::ApiPassword => &["PUT"],
+        Route::ApiInvitations => &["GET", "POST"],
+        Route::ApiInvitation { .. } => &["DELETE"],
+        Route::ApiAudit | Route::ApiIdentities { .. } => &["GET"],
+        Route::ApiIdentity { .. } => &["PUT", "DELETE"],
+        Route::Login | Route::Invite { .. } => &["GET", "POST"],
+        Route::Logout | Route::AccountPassword => &["POST"],
+        Route::LoginProvider { .. }
+        | Route::LoginCallback { .. }
+        | Route::Account
+        | Route::Jwks => &["GET"],
         Route::NotFound => &[],
     }
 }
@@ -82,6 +153,20 @@ pub fn route(path: &str) -> Route {
     let segments: Vec<&str> = trimmed.split('/').collect();
     match segments.as_slice() {
         ["healthz"] => Route::Health,
+        ["login"] => Route::Login,
+        ["logout"] => Route::Logout,
+        ["login", provider] if !provider.is_empty() => Route::LoginProvider {
+            provider: (*provider).to_owned(),
+        },
+        ["login", provider, "callback"] if !provider.is_empty() => Route::LoginCallback {
+            provider: (*provider).to_owned(),
+        },
+        ["invite", secret] if !secret.is_empty() => Route::Invite {
+            secret: (*secret).to_owned(),
+        },
+        ["account"] => Route::Account,
+        ["account", "password"] => Route::AccountPassword,
+        [".well-known", "jwks.json"] => Route::Jwks,
         ["api", "v1", "repos"] => Route::ApiRepos,
         ["api", "v1", "repos", name] if !name.is_empty() => Route::ApiRepo {
             name: (*name).to_owned(),
@@ -104,6 +189,24 @@ pub fn route(path: &str) -> Route {
         ["api", "v1", "user", "tokens", id] if !id.is_empty() => Route::ApiToken {
             id: (*id).to_owned(),
         },
+        ["api", "v1", "user", "password"] => Route::ApiPassword,
+        ["api", "v1", "invitations"] => Route::ApiInvitations,
+        ["api", "v1", "invitations", id] if !id.is_empty() => Route::ApiInvitation {
+            id: (*id).to_owned(),
+        },
+        ["api", "v1", "audit"] => Route::ApiAudit,
+        ["api", "v1", "users", name, "identities"] if !name.is_empty() => Route::ApiIdentities {
+            name: (*name).to_owned(),
+        },
+        ["api", "v1", "users", name, "identities", provider, subject]
+            if !name.is_empty() && !provider.is_empty() && !subject.is_empty() =>
+        {
+            Route::ApiIdentity {
+                name: (*name).to_owned(),
+                provider: (*provider).to_owned(),
+                subject: (*subject).to_owned(),
+            }
+        }
         ["api", "v1", "users"] => Route::ApiUsers,
         ["api", "v1", "users", name] if !name.is_empty() => Route::ApiUser {
             name: (*name).to_owned(),
@@ -189,6 +292,45 @@ mod tests {
             "/demo/objects/info/packs",
             "//info/refs",
             "/api/v1/repos/",
+        ] {
+            assert_eq!(route(path), Route::NotFound, "{path}");
+        }
+    }
+
+    #[test]
+    fn identity_administration_paths() {
+        assert_eq!(route("/api/v1/user/password"), Route::ApiPassword);
+        assert_eq!(route("/api/v1/invitations"), Route::ApiInvitations);
+        assert_eq!(
+            route("/api/v1/invitations/3"),
+            Route::ApiInvitation { id: "3".into() }
+        );
+        assert_eq!(route("/api/v1/audit"), Route::ApiAudit);
+        assert_eq!(
+            route("/api/v1/users/bob/identities"),
+            Route::ApiIdentities { name: "bob".into() }
+        );
+        assert_eq!(
+            route("/api/v1/users/bob/identities/corp/auth0%7C42"),
+            Route::ApiIdentity {
+                name: "bob".into(),
+                provider: "corp".into(),
+                subject: "auth0%7C42".into()
+            }
+        );
+        assert_eq!(allowed_methods(&Route::ApiPassword), &["PUT"]);
+        assert_eq!(allowed_methods(&Route::ApiInvitations), &["GET", "POST"]);
+        assert_eq!(
+            allowed_methods(&Route::ApiInvitation { id: "1".into() }),
+            &["DELETE"]
+        );
+        assert_eq!(allowed_methods(&Route::ApiAudit), &["GET"]);
+        for path in [
+            "/api/v1/invitations/",
+            "/api/v1/users/bob/identities/corp",
+            "/api/v1/users/bob/identities/corp/",
+            "/api/v1/users/bob/identities//x",
+            "/api/v1/audit/1",
         ] {
             assert_eq!(route(path), Route::NotFound, "{path}");
         }

@@ -1,19 +1,24 @@
 //! The `nimbus` command: `nimbus serve` runs the server; `nimbus repo ...`,
 //! `nimbus user ...`, `nimbus token ...` and `nimbus collaborator ...`
-//! administer repositories and accounts directly on the configured storage.
+//! administer repositories and accounts directly on the configured storage,
+//! recording what they do in the audit log (`nimbus audit`) as the owner.
 
 mod import;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use nimbus_auth::limit::AuthLimits;
+use nimbus_auth::oidc::{ProviderConfig, ProviderKind, Providers};
+use nimbus_auth::session::{SessionKeys, Sessions};
 use nimbus_git::maintenance::{Maintainer, MaintenanceConfig, MaintenanceKind};
 use nimbus_git::receive_pack::ingest::IngestLimits;
 use nimbus_git::service::{GitService, GitServiceConfig};
 use nimbus_store::{LocalObjectStore, PackCache, PgMetadata, SqliteMetadata};
+use nimbus_types::identity::{AuditQuery, NewInvitation};
 use nimbus_types::metadata::MetadataStore;
 use nimbus_types::storage::ObjectStore;
 use nimbus_types::{Access, RepoName, RepoUpdate, Scopes, Visibility};
-use nimbus_web::{App, AppConfig};
+use nimbus_web::{App, AppConfig, Audit};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,7 +79,7 @@ struct StorageArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Administer repositories.
     #[command(subcommand)]
     Repo(RepoCommand),
@@ -87,6 +92,27 @@ enum Command {
     /// Manage who may read, push to or administer a repository.
     #[command(subcommand)]
     Collaborator(CollaboratorCommand),
+    /// Show the audit log, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    /// An action (`push`) or a prefix ending in a dot (`token.`).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only events done by this user.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only events about this repository.
+    #[arg(long)]
+    repo: Option<String>,
+    /// Only events older than this event id (to page back).
+    #[arg(long)]
+    before: Option<i64>,
+    /// How many events to show (at most 1000).
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +123,43 @@ enum UserCommand {
     List,
     /// Delete an account with its tokens and collaborations.
     Remove { name: String },
+    /// Create an invitation link to make an account, and print it (once).
+    Invite {
+        /// A repository the new account becomes a collaborator of.
+        #[arg(long, requires = "access")]
+        repo: Option<String>,
+        /// The level on that repository: read, write or admin.
+        #[arg(long, requires = "repo")]
+        access: Option<String>,
+        /// How long the link works (`7d`, `12h`; at most 30d).
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        expires: std::time::Duration,
+        /// A note for the owner's list, such as whom it is for.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// The URL users reach the server at, to print a whole link.
+        #[arg(long, env = "NIMBUS_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// List invitations and their state (never their links).
+    Invitations,
+    /// Revoke a pending invitation.
+    Uninvite { id: i64 },
+    /// Set a user's password, read as one line from standard input; signs
+    /// the user out of every web session.
+    Password { name: String },
+    /// Link an external identity (a provider's subject) to an account.
+    Link {
+        name: String,
+        provider: String,
+        subject: String,
+    },
+    /// Unlink an external identity from an account.
+    Unlink {
+        name: String,
+        provider: String,
+        subject: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,6 +237,93 @@ struct ServeArgs {
     gc_interval: std::time::Duration,
     #[command(flatten)]
     grace: GraceArgs,
+    #[command(flatten)]
+    sign_in: SignInArgs,
+}
+
+/// Sign-in settings: identity providers and abuse limits.
+#[derive(Args, Debug)]
+struct SignInArgs {
+    /// An OpenID Connect provider's issuer URL (discovery at
+    /// `<issuer>/.well-known/openid-configuration`). Needs
+    /// NIMBUS_PUBLIC_URL; the redirect URI is `<public URL>/login/oidc/callback`.
+    #[arg(long, env = "NIMBUS_OIDC_ISSUER")]
+    oidc_issuer: Option<String>,
+    #[arg(long, env = "NIMBUS_OIDC_CLIENT_ID")]
+    oidc_client_id: Option<String>,
+    #[arg(long, env = "NIMBUS_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    oidc_client_secret: Option<String>,
+    /// The provider's name on the sign-in page.
+    #[arg(long, env = "NIMBUS_OIDC_NAME", default_value = "OpenID Connect")]
+    oidc_name: String,
+    /// A GitHub OAuth app's client id (redirect URI
+    /// `<public URL>/login/github/callback`).
+    #[arg(long, env = "NIMBUS_GITHUB_CLIENT_ID")]
+    github_client_id: Option<String>,
+    #[arg(long, env = "NIMBUS_GITHUB_CLIENT_SECRET", hide_env_values = true)]
+    github_client_secret: Option<String>,
+    /// GitHub Enterprise: its web URL (default https://github.com).
+    #[arg(long, env = "NIMBUS_GITHUB_URL")]
+    github_url: Option<String>,
+    /// GitHub Enterprise: its API URL (default https://api.github.com).
+    #[arg(long, env = "NIMBUS_GITHUB_API_URL")]
+    github_api_url: Option<String>,
+    /// Failed sign-ins or token uses per client address in 15 minutes
+    /// before it is refused (half as many per account).
+    #[arg(long, env = "NIMBUS_AUTH_MAX_FAILURES", default_value_t = 20)]
+    auth_max_failures: u32,
+    /// Take the client address from the last X-Forwarded-For entry (only
+    /// behind a proxy that sets it).
+    #[arg(long, env = "NIMBUS_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    trust_forwarded_for: bool,
+}
+
+/// The identity providers configured by `args`.
+fn providers(args: &SignInArgs, public_url: Option<&str>) -> Result<Vec<ProviderConfig>> {
+    let mut configs = Vec::new();
+    let needs_url = |what: &str| {
+        anyhow::anyhow!(
+            "{what} needs NIMBUS_PUBLIC_URL (the provider redirects browsers back to it)"
+        )
+    };
+    match (
+        &args.oidc_issuer,
+        &args.oidc_client_id,
+        &args.oidc_client_secret,
+    ) {
+        (None, None, None) => {}
+        (Some(issuer), Some(id), Some(secret)) => {
+            public_url.ok_or_else(|| needs_url("NIMBUS_OIDC_ISSUER"))?;
+            configs.push(ProviderConfig {
+                id: "oidc".into(),
+                display_name: args.oidc_name.clone(),
+                kind: ProviderKind::Oidc {
+                    issuer: issuer.clone(),
+                },
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+            });
+        }
+        _ => anyhow::bail!(
+            "OpenID Connect needs all of NIMBUS_OIDC_ISSUER, NIMBUS_OIDC_CLIENT_ID and NIMBUS_OIDC_CLIENT_SECRET"
+        ),
+    }
+    match (&args.github_client_id, &args.github_client_secret) {
+        (None, None) => {}
+        (Some(id), Some(secret)) => {
+            public_url.ok_or_else(|| needs_url("NIMBUS_GITHUB_CLIENT_ID"))?;
+            configs.push(ProviderConfig::github(
+                id.clone(),
+                secret.clone(),
+                args.github_url.clone(),
+                args.github_api_url.clone(),
+            ));
+        }
+        _ => anyhow::bail!(
+            "GitHub sign-in needs both NIMBUS_GITHUB_CLIENT_ID and NIMBUS_GITHUB_CLIENT_SECRET"
+        ),
+    }
+    Ok(configs)
 }
 
 #[derive(Args, Debug)]
@@ -366,13 +516,41 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
             },
         )
     });
+    let public_url = serve
+        .and_then(|s| s.public_url.clone())
+        .map(|url| url.trim_end_matches('/').to_owned());
+    // Session tokens name the instance; without a public URL, a fixed name.
+    let issuer = public_url.clone().unwrap_or_else(|| "nimbus".to_owned());
+    let keys = SessionKeys::load_or_create(meta.as_ref(), &issuer)
+        .await
+        .context("cannot load or create the session signing key")?;
+    let provider_configs = match serve {
+        Some(args) => providers(&args.sign_in, public_url.as_deref())?,
+        None => Vec::new(),
+    };
+    let providers = Providers::new(
+        provider_configs,
+        meta.clone(),
+        public_url.as_deref().unwrap_or(""),
+    )
+    .context("cannot set up the identity providers")?;
     let app = Arc::new(App {
         meta: meta.clone(),
         git,
         maintainer,
         access,
+        sessions: Arc::new(Sessions::new(meta.clone(), keys)),
+        providers: Arc::new(providers),
+        limits: Arc::new(AuthLimits::new(
+            serve.map_or(20, |s| s.sign_in.auth_max_failures),
+            std::time::Duration::from_secs(15 * 60),
+        )),
         config: AppConfig {
-            public_url: serve.and_then(|s| s.public_url.clone()),
+            secure_cookies: public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://")),
+            trust_forwarded_for: serve.is_some_and(|s| s.sign_in.trust_forwarded_for),
+            public_url,
             ..AppConfig::default()
         },
     });
@@ -460,6 +638,15 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
             let repo = app
                 .create_repository(name, visibility, Some(default_branch.clone()))
                 .await?;
+            record(
+                app,
+                Audit::new("repo.created").repo(&repo.name),
+                &format!(
+                    "{} repository, default branch {}",
+                    repo.visibility, repo.default_branch
+                ),
+            )
+            .await;
             println!(
                 "created {} repository '{}' (default branch {})",
                 repo.visibility, repo.name, repo.default_branch
@@ -476,6 +663,7 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
         RepoCommand::Delete { name } => {
             let repo = find(name).await?;
             app.delete_repository(&repo).await?;
+            record(app, Audit::new("repo.deleted").repo(&repo.name), "").await;
             println!("deleted repository '{}'", repo.name);
         }
         RepoCommand::Rename { name, new_name } => {
@@ -490,6 +678,12 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                     },
                 )
                 .await?;
+            record(
+                app,
+                Audit::new("repo.updated").repo(&renamed.name),
+                &nimbus_web::api::repo_changes(&repo, &renamed),
+            )
+            .await;
             println!("renamed '{}' to '{}'", repo.name, renamed.name);
         }
         RepoCommand::Import {
@@ -616,13 +810,75 @@ async fn find_user(meta: &dyn MetadataStore, name: &str) -> Result<nimbus_types:
         .with_context(|| format!("user '{name}' not found"))
 }
 
+/// Record an audit event of the command line: done by the owner account,
+/// with `command line` in front of its detail.
+async fn record(app: &App, audit: Audit, detail: &str) {
+    let detail = if detail.is_empty() {
+        "command line".to_owned()
+    } else {
+        format!("command line: {detail}")
+    };
+    let mut audit = audit.detail(detail);
+    match app.meta.owner().await {
+        Ok(Some(owner)) => audit = audit.by_user(&owner),
+        Ok(None) => {}
+        Err(err) => tracing::warn!(error = %err, "could not find the owner for the audit log"),
+    }
+    app.audit(audit).await;
+}
+
+fn unix_now() -> Result<i64> {
+    Ok(i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?)
+}
+
+/// `2026-11-22 13:03:18` (UTC).
+fn format_utc(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Read one line (the password) from standard input.
+fn read_password_line() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input: give it as one line");
+    }
+    Ok(password)
+}
+
 async fn user_command(storage: &StorageArgs, command: &UserCommand) -> Result<()> {
     let backends = open(storage, None).await?;
     let meta = backends.meta.as_ref();
+    let app = &backends.app;
     match command {
         UserCommand::Add { name } => {
             nimbus_auth::validate_user_name(name)?;
             let user = meta.create_user(name).await?;
+            record(app, Audit::new("user.created").target(&user.name), "").await;
             println!("created user '{}'", user.name);
         }
         UserCommand::List => {
@@ -637,8 +893,215 @@ async fn user_command(storage: &StorageArgs, command: &UserCommand) -> Result<()
         UserCommand::Remove { name } => {
             let user = find_user(meta, name).await?;
             meta.delete_user(user.id).await?;
+            record(app, Audit::new("user.deleted").target(&user.name), "").await;
             println!("removed user '{}'", user.name);
         }
+        UserCommand::Invite {
+            repo,
+            access,
+            expires,
+            note,
+            public_url,
+        } => {
+            let owner = meta.owner().await?.context(
+                "there is no owner account yet: start the server once (nimbus serve) to create it",
+            )?;
+            let max = std::time::Duration::from_secs(30 * 86_400);
+            if expires.is_zero() || *expires > max {
+                anyhow::bail!("--expires must be between 1s and 30d");
+            }
+            let grant = match (repo, access) {
+                (Some(repo), Some(access)) => {
+                    let level = Access::parse(access).with_context(|| {
+                        format!("unknown access level {access:?}; use read, write or admin")
+                    })?;
+                    let name = RepoName::new(repo).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let repo = meta
+                        .repository(&name)
+                        .await?
+                        .with_context(|| format!("repository '{name}' not found"))?;
+                    Some((repo, level))
+                }
+                _ => None,
+            };
+            let now = unix_now()?;
+            let expires_at = now.saturating_add(i64::try_from(expires.as_secs())?);
+            let secret = nimbus_auth::token::generate();
+            let id = meta
+                .create_invitation(&NewInvitation {
+                    hash: nimbus_auth::token::hash(&secret).to_vec(),
+                    created_by: owner.id,
+                    grant: grant.as_ref().map(|(repo, level)| (repo.id, *level)),
+                    note: note.clone(),
+                    created_at: now,
+                    expires_at,
+                })
+                .await?;
+            let mut audit = Audit::new("invitation.created").target(id);
+            let detail = match &grant {
+                Some((repo, level)) => {
+                    audit = audit.repo(&repo.name);
+                    format!("{level} access; expires {}", format_utc(expires_at))
+                }
+                None => format!("expires {}", format_utc(expires_at)),
+            };
+            record(app, audit, &detail).await;
+            let path = format!("/invite/{secret}");
+            eprintln!(
+                "created invitation {id}, valid until {} UTC; the link is shown only once:",
+                format_utc(expires_at)
+            );
+            match public_url.as_deref().filter(|url| !url.is_empty()) {
+                Some(base) => println!("{}{path}", base.trim_end_matches('/')),
+                None => {
+                    println!("{path}");
+                    eprintln!(
+                        "prefix it with the server's URL (set --public-url or NIMBUS_PUBLIC_URL to print the whole link)"
+                    );
+                }
+            }
+        }
+        UserCommand::Invitations => {
+            let now = unix_now()?;
+            println!("id\tstate\trepo\taccess\texpires\tused_by\tnote");
+            for invitation in meta.list_invitations().await? {
+                let (repo, access) = match &invitation.grant {
+                    Some((repo, access)) => (repo.clone(), access.to_string()),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
+                println!(
+                    "{}\t{}\t{repo}\t{access}\t{}\t{}\t{}",
+                    invitation.id,
+                    nimbus_web::api_identity::invitation_state(&invitation, now),
+                    format_utc(invitation.expires_at),
+                    invitation.used_by.as_deref().unwrap_or("-"),
+                    invitation.note
+                );
+            }
+        }
+        UserCommand::Uninvite { id } => {
+            if !meta.revoke_invitation(*id, unix_now()?).await? {
+                anyhow::bail!("there is no pending invitation {id}");
+            }
+            record(app, Audit::new("invitation.revoked").target(id), "").await;
+            println!("revoked invitation {id}");
+        }
+        UserCommand::Password { name } => {
+            let user = find_user(meta, name).await?;
+            let password = read_password_line()?;
+            let user_name = user.name.clone();
+            let hashed = tokio::task::spawn_blocking(move || {
+                nimbus_auth::password::check_strength(&password, &user_name)?;
+                nimbus_auth::password::hash(&password)
+            })
+            .await??;
+            meta.set_password_hash(user.id, Some(&hashed)).await?;
+            let revoked = meta.revoke_user_sessions(user.id, unix_now()?).await?;
+            record(
+                app,
+                Audit::new("password.changed").target(&user.name),
+                &format!("{revoked} web sessions revoked"),
+            )
+            .await;
+            println!(
+                "set the password of '{}'; signed out of {revoked} web sessions",
+                user.name
+            );
+        }
+        UserCommand::Link {
+            name,
+            provider,
+            subject,
+        } => {
+            let user = find_user(meta, name).await?;
+            if provider.is_empty() || subject.is_empty() {
+                anyhow::bail!("the provider and subject must not be empty");
+            }
+            match meta.user_by_identity(provider, subject).await? {
+                Some(holder) if holder.id == user.id => {
+                    println!("'{}' is linked to {provider} {subject} already", user.name);
+                    return Ok(());
+                }
+                Some(holder) => anyhow::bail!(
+                    "{provider} {subject} is linked to '{}'; unlink it there first",
+                    holder.name
+                ),
+                None => {}
+            }
+            if !meta.link_identity(user.id, provider, subject).await? {
+                anyhow::bail!("{provider} {subject} is linked to another account");
+            }
+            record(
+                app,
+                Audit::new("identity.linked").target(&user.name),
+                &format!("{provider} {subject}"),
+            )
+            .await;
+            println!("linked {provider} {subject} to '{}'", user.name);
+        }
+        UserCommand::Unlink {
+            name,
+            provider,
+            subject,
+        } => {
+            let user = find_user(meta, name).await?;
+            if !meta.unlink_identity(user.id, provider, subject).await? {
+                anyhow::bail!(
+                    "'{}' has no linked identity {provider} {subject}",
+                    user.name
+                );
+            }
+            record(
+                app,
+                Audit::new("identity.unlinked").target(&user.name),
+                &format!("{provider} {subject}"),
+            )
+            .await;
+            println!("unlinked {provider} {subject} from '{}'", user.name);
+        }
+    }
+    Ok(())
+}
+
+async fn audit_command(storage: &StorageArgs, args: &AuditArgs) -> Result<()> {
+    let backends = open(storage, None).await?;
+    if let Some(action) = &args.action
+        && !nimbus_web::api_identity::valid_action_filter(action)
+    {
+        anyhow::bail!(
+            "invalid --action {action:?}: use lowercase letters and dots, like token. or push"
+        );
+    }
+    if args.limit == 0 || args.limit > nimbus_web::api_identity::MAX_AUDIT_LIMIT {
+        anyhow::bail!(
+            "--limit must be between 1 and {}",
+            nimbus_web::api_identity::MAX_AUDIT_LIMIT
+        );
+    }
+    let events = backends
+        .meta
+        .list_audit(&AuditQuery {
+            action: args.action.clone(),
+            actor: args.actor.clone(),
+            repo: args.repo.clone(),
+            before: args.before,
+            since: None,
+            limit: args.limit,
+        })
+        .await?;
+    println!("id\ttime (UTC)\tactor\taction\trepo\ttarget\tclient\tdetail");
+    for event in events {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            event.id,
+            format_utc(event.at),
+            event.actor.as_deref().unwrap_or("-"),
+            event.action,
+            event.repo.as_deref().unwrap_or("-"),
+            event.target.as_deref().unwrap_or("-"),
+            event.client.as_deref().unwrap_or("-"),
+            event.detail
+        );
     }
     Ok(())
 }
@@ -650,6 +1113,7 @@ fn format_time(seconds: Option<i64>) -> String {
 async fn token_command(storage: &StorageArgs, command: &TokenCommand) -> Result<()> {
     let backends = open(storage, None).await?;
     let meta = backends.meta.as_ref();
+    let app = &backends.app;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -670,6 +1134,12 @@ async fn token_command(storage: &StorageArgs, command: &TokenCommand) -> Result<
                 .transpose()?;
             let issued =
                 nimbus_auth::issue_token(meta, user.id, description, scopes, expires_at).await?;
+            record(
+                app,
+                Audit::new("token.created").target(issued.id),
+                &format!("for {} with scopes {scopes}", user.name),
+            )
+            .await;
             eprintln!(
                 "created token {} for '{}' with scopes {scopes}; it is shown only once:",
                 issued.id, user.name
@@ -697,6 +1167,12 @@ async fn token_command(storage: &StorageArgs, command: &TokenCommand) -> Result<
             if !meta.revoke_token(user.id, *id, i64::try_from(now)?).await? {
                 anyhow::bail!("user '{}' has no token {id}", user.name);
             }
+            record(
+                app,
+                Audit::new("token.revoked").target(id),
+                &format!("of {}", user.name),
+            )
+            .await;
             println!("revoked token {id} of '{}'", user.name);
         }
     }
@@ -706,6 +1182,7 @@ async fn token_command(storage: &StorageArgs, command: &TokenCommand) -> Result<
 async fn collaborator_command(storage: &StorageArgs, command: &CollaboratorCommand) -> Result<()> {
     let backends = open(storage, None).await?;
     let meta = backends.meta.as_ref();
+    let app = &backends.app;
     let find_repo = |name: &str| {
         let name = RepoName::new(name).map_err(|e| anyhow::anyhow!("{e}"));
         async move {
@@ -725,7 +1202,19 @@ async fn collaborator_command(storage: &StorageArgs, command: &CollaboratorComma
             if user.is_owner {
                 anyhow::bail!("the owner is admin on every repository already");
             }
+            let previous = meta.collaborator_access(repo.id, user.id).await?;
             meta.set_collaborator(repo.id, user.id, access).await?;
+            let event = match previous {
+                None => Some((Audit::new("collaborator.added"), access.to_string())),
+                Some(previous) if previous != access => Some((
+                    Audit::new("collaborator.changed"),
+                    format!("{previous} -> {access}"),
+                )),
+                Some(_) => None,
+            };
+            if let Some((audit, detail)) = event {
+                record(app, audit.repo(&repo.name).target(&user.name), &detail).await;
+            }
             println!("'{}' has {access} access to '{}'", user.name, repo.name);
         }
         CollaboratorCommand::List { repo } => {
@@ -740,6 +1229,14 @@ async fn collaborator_command(storage: &StorageArgs, command: &CollaboratorComma
             if !meta.remove_collaborator(repo.id, user.id).await? {
                 anyhow::bail!("'{}' is not a collaborator of '{}'", user.name, repo.name);
             }
+            record(
+                app,
+                Audit::new("collaborator.removed")
+                    .repo(&repo.name)
+                    .target(&user.name),
+                "",
+            )
+            .await;
             println!("removed '{}' from '{}'", user.name, repo.name);
         }
     }
@@ -761,6 +1258,7 @@ fn main() -> Result<()> {
                 Command::User(command) => user_command(&cli.storage, command).await,
                 Command::Token(command) => token_command(&cli.storage, command).await,
                 Command::Collaborator(command) => collaborator_command(&cli.storage, command).await,
+                Command::Audit(args) => audit_command(&cli.storage, args).await,
             }
         })
         .or_else(|err| {

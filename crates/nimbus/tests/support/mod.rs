@@ -3,9 +3,11 @@
 //! Each test file includes it with `mod support;` and uses a different part of it, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cloud;
 pub mod git;
 pub mod http_backend;
+pub mod oidc;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -101,6 +103,8 @@ pub struct ServerOptions {
     pub path: ServerPath,
     /// Extra environment for the server process.
     pub env: Vec<(String, String)>,
+    /// The address to listen on (default `127.0.0.1:0`, a free port).
+    pub listen: Option<String>,
 }
 
 /// A running `nimbus serve` with its own data directory, stopped when dropped.
@@ -159,7 +163,9 @@ impl NimbusServer {
             .arg("nimbus-test-supervisor")
             .arg(env!("CARGO_BIN_EXE_nimbus"))
             .arg(&root)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen"])
+            .arg(options.listen.as_deref().unwrap_or("127.0.0.1:0"))
+            .arg("--data-dir")
             .arg(&data_dir)
             .env("NIMBUS_OWNER_TOKEN", OWNER_TOKEN)
             .stdin(Stdio::piped())
@@ -376,6 +382,11 @@ impl NimbusServer {
         response.json()
     }
 
+    /// The server's whole log (its standard error) so far.
+    pub fn full_log(&self) -> String {
+        fs::read_to_string(self.root.join("server.stderr.log")).unwrap_or_default()
+    }
+
     /// Everything the server printed so far (standard error, then standard output), for failure messages.
     pub fn logs(&self) -> String {
         let read = |name: &str| fs::read_to_string(self.root.join(name)).unwrap_or_default();
@@ -399,18 +410,48 @@ impl NimbusServer {
 
 impl Drop for NimbusServer {
     fn drop(&mut self) {
+        // Every test's server log is checked for credentials before it goes.
+        let leaks = if thread::panicking() {
+            Vec::new()
+        } else {
+            secret_leaks(&self.full_log())
+        };
         // Closing the supervisor's standard input stops the server and removes its directory.
         drop(self.supervisor_stdin.take());
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut stopped = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.supervisor.try_wait() {
-                return;
+                stopped = true;
+                break;
             }
             thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.supervisor.kill();
-        let _ = self.supervisor.wait();
+        if !stopped {
+            let _ = self.supervisor.kill();
+            let _ = self.supervisor.wait();
+        }
+        assert!(leaks.is_empty(), "the server logged credentials: {leaks:?}");
     }
+}
+
+/// Credentials found in a log: the owner token, or anything shaped like a
+/// Nimbus token (`nimbus_` and 40 letters and digits).
+pub fn secret_leaks(log: &str) -> Vec<String> {
+    let mut leaks = Vec::new();
+    if log.contains(OWNER_TOKEN) {
+        leaks.push("the owner token".to_owned());
+    }
+    for (start, _) in log.match_indices("nimbus_") {
+        let body: String = log[start + "nimbus_".len()..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        if body.len() >= 40 {
+            leaks.push(format!("a token at byte {start}: nimbus_{}...", &body[..4]));
+        }
+    }
+    leaks
 }
 
 /// `length` incompressible bytes (xorshift), the same for the same `seed`:
@@ -738,6 +779,15 @@ pub fn write_file(path: &Path, content: impl AsRef<[u8]>) {
 }
 
 /// `Authorization` header value for HTTP Basic with `user` and `password`.
+/// A port that was free a moment ago, for a server whose URL must be known
+/// before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("find a free port")
+}
+
 pub fn basic_authorization(user: &str, password: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let input = format!("{user}:{password}");
