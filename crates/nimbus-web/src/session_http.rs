@@ -314,13 +314,18 @@ fn with_csrf_cookie(app: &App, mut response: Response, csrf: &str, new: bool) ->
     response
 }
 
+/// A form whose CSRF token does not match.
+fn stale_form() -> WebError {
+    WebError::forbidden(
+        "the form's security token is missing or stale; reload the page and try again",
+    )
+}
+
 /// Check the CSRF token of a form posted by someone not signed in.
 fn check_anonymous_csrf(headers: &HeaderMap, presented: &str) -> Result<(), WebError> {
     match cookie_value(headers, CSRF_COOKIE) {
         Some(expected) if same_token(&expected, presented) => Ok(()),
-        _ => Err(WebError::forbidden(
-            "the form's security token is missing or stale; reload the page and try again",
-        )),
+        _ => Err(stale_form()),
     }
 }
 
@@ -539,9 +544,7 @@ pub async fn logout(app: &App, parts: RequestParts) -> Result<Response, WebError
     let client = parts.client.clone();
     let form: CsrfForm = read_form(parts).await?;
     if !same_token(&session.csrf, &form.csrf) {
-        return Ok(error_page(WebError::forbidden(
-            "the form's security token is missing or stale; reload the page and try again",
-        )));
+        return Ok(error_page(stale_form()));
     }
     app.sessions
         .end(&session.id, now())
@@ -714,20 +717,8 @@ async fn callback_inner(
             password_hash: None,
             identity: Some((identity.provider.clone(), identity.subject.clone())),
         };
-        match app
-            .meta
-            .accept_invitation(&invitation, &account, now())
-            .await
-            .map_err(|e| WebError::internal(&e))?
-        {
+        match accept_invitation(app, &invitation, &account, client, provider).await? {
             Ok(user) => {
-                app.audit(
-                    Audit::new("invitation.accepted")
-                        .by_user(&user)
-                        .client(client)
-                        .detail(format!("with {provider}")),
-                )
-                .await;
                 return start_session(app, &user, client, provider, DEFAULT_LANDING).await;
             }
             Err(InvitationRefusal::NameTaken(_)) if attempt < 5 => attempt += 1,
@@ -736,6 +727,32 @@ async fn callback_inner(
             }
         }
     }
+}
+
+/// Accept the invitation of `hash` for `account` (made with `how`: a
+/// provider or a password), recording it in the audit log.
+async fn accept_invitation(
+    app: &App,
+    hash: &[u8],
+    account: &NewAccount,
+    client: Option<&str>,
+    how: &str,
+) -> Result<Result<User, InvitationRefusal>, WebError> {
+    let outcome = app
+        .meta
+        .accept_invitation(hash, account, now())
+        .await
+        .map_err(|e| WebError::internal(&e))?;
+    if let Ok(user) = &outcome {
+        app.audit(
+            Audit::new("invitation.accepted")
+                .by_user(user)
+                .client(client)
+                .detail(format!("with {how}")),
+        )
+        .await;
+    }
+    Ok(outcome)
 }
 
 /// A valid user name from a provider's suggestion.
@@ -859,22 +876,8 @@ pub async fn invite(app: &App, secret: &str, parts: RequestParts) -> Result<Resp
         password_hash: Some(hashed),
         identity: None,
     };
-    match app
-        .meta
-        .accept_invitation(&hash, &account, now())
-        .await
-        .map_err(|e| WebError::internal(&e))?
-    {
-        Ok(user) => {
-            app.audit(
-                Audit::new("invitation.accepted")
-                    .by_user(&user)
-                    .client(client.as_deref())
-                    .detail("with a password"),
-            )
-            .await;
-            start_session(app, &user, client.as_deref(), "password", DEFAULT_LANDING).await
-        }
+    match accept_invitation(app, &hash, &account, client.as_deref(), "a password").await? {
+        Ok(user) => start_session(app, &user, client.as_deref(), "password", DEFAULT_LANDING).await,
         Err(refusal @ InvitationRefusal::NameTaken(_)) => {
             Ok(again(StatusCode::CONFLICT, refusal.to_string()))
         }
@@ -948,9 +951,7 @@ pub async fn account_password(app: &App, parts: RequestParts) -> Result<Response
     let client = parts.client.clone();
     let form: PasswordForm = read_form(parts).await?;
     if !same_token(&session.csrf, &form.csrf) {
-        return Ok(error_page(WebError::forbidden(
-            "the form's security token is missing or stale; reload the page and try again",
-        )));
+        return Ok(error_page(stale_form()));
     }
     let user = session.user.clone();
     let stored = app

@@ -61,16 +61,6 @@ impl Setup {
         location
     }
 
-    fn signed_in_as(&self, browser: &mut Browser) -> Option<String> {
-        let page = browser.get("/account");
-        (page.status == 200).then(|| {
-            let marker = "<strong id=\"user\">";
-            let start = page.body.find(marker).expect("the user name") + marker.len();
-            let end = page.body[start..].find('<').expect("end") + start;
-            page.body[start..end].to_owned()
-        })
-    }
-
     fn invitation(&self) -> String {
         let response = self.server.request(
             "POST",
@@ -119,7 +109,7 @@ fn oidc_sign_in_with_invitations_and_refusals() {
         "{}",
         refused.body
     );
-    assert_eq!(setup.signed_in_as(&mut browser), None);
+    assert_eq!(browser.signed_in_as(), None);
     assert!(!setup.users().contains("mallory"));
 
     // An invitation creates the account, links the identity and grants the
@@ -137,7 +127,7 @@ fn oidc_sign_in_with_invitations_and_refusals() {
         welcome.body,
         setup.server.logs()
     );
-    assert_eq!(setup.signed_in_as(&mut alice).as_deref(), Some("alice"));
+    assert_eq!(alice.signed_in_as().as_deref(), Some("alice"));
     let collaborators = setup.server.request(
         "GET",
         "/api/v1/repos/team/collaborators",
@@ -160,14 +150,14 @@ fn oidc_sign_in_with_invitations_and_refusals() {
         "{}",
         replayed.body
     );
-    assert_eq!(setup.signed_in_as(&mut replayer), None);
+    assert_eq!(replayer.signed_in_as(), None);
 
     // The linked identity signs in again without an invitation.
     let mut again = Browser::new(setup.server.base_url());
     let url = setup.begin(&mut again, None);
     let callback = setup.provider.sign_in(&url, "alice");
     assert_eq!(again.get(&callback).status, 303);
-    assert_eq!(setup.signed_in_as(&mut again).as_deref(), Some("alice"));
+    assert_eq!(again.signed_in_as().as_deref(), Some("alice"));
 
     // A tampered state does not match this browser's sign-in.
     let mut tamper = Browser::new(setup.server.base_url());
@@ -179,7 +169,7 @@ fn oidc_sign_in_with_invitations_and_refusals() {
     let page = tamper.get(&forged);
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.body.contains("state does not match"), "{}", page.body);
-    assert_eq!(setup.signed_in_as(&mut tamper), None);
+    assert_eq!(tamper.signed_in_as(), None);
 
     // An ID token whose nonce is not the one this sign-in sent.
     let mut nonce = Browser::new(setup.server.base_url());
@@ -191,7 +181,7 @@ fn oidc_sign_in_with_invitations_and_refusals() {
     let page = nonce.get(&callback);
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.body.contains("ID token was refused"), "{}", page.body);
-    assert_eq!(setup.signed_in_as(&mut nonce), None);
+    assert_eq!(nonce.signed_in_as(), None);
 
     // The used invitation does not admit a second identity.
     let mut bob = Browser::new(setup.server.base_url());

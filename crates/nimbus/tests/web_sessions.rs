@@ -50,20 +50,6 @@ fn sign_in(browser: &mut Browser, name: &str, password: &str) -> Page {
     )
 }
 
-fn signed_in_as(browser: &mut Browser) -> Option<String> {
-    let page = browser.get("/account");
-    match page.status {
-        200 => {
-            let marker = "<strong id=\"user\">";
-            let start = page.body.find(marker).expect("the user name") + marker.len();
-            let end = page.body[start..].find('<').expect("end") + start;
-            Some(page.body[start..end].to_owned())
-        }
-        303 => None,
-        other => panic!("unexpected {other} from /account:\n{}", page.body),
-    }
-}
-
 fn api_as(browser: &mut Browser, path: &str) -> Page {
     let csrf = browser
         .get("/account")
@@ -98,7 +84,7 @@ fn invitation_sign_in_refresh_and_sign_out() {
             "plain http has no Secure: {cookie}"
         );
     }
-    assert_eq!(signed_in_as(&mut browser).as_deref(), Some("bob"));
+    assert_eq!(browser.signed_in_as().as_deref(), Some("bob"));
     // The invitation granted write access to the private repository.
     let collaborators = server.request(
         "GET",
@@ -137,7 +123,7 @@ fn invitation_sign_in_refresh_and_sign_out() {
     assert_eq!(cross.status, 403, "{}", cross.body);
     let forged = browser.post_form("/logout", &[("csrf", "not-the-token")]);
     assert_eq!(forged.status, 403, "{}", forged.body);
-    assert_eq!(signed_in_as(&mut browser).as_deref(), Some("bob"));
+    assert_eq!(browser.signed_in_as().as_deref(), Some("bob"));
 
     // Refresh: without the session token, the refresh secret renews both
     // cookies; the replaced secret presented again revokes the session.
@@ -150,12 +136,12 @@ fn invitation_sign_in_refresh_and_sign_out() {
     let mut thief = Browser::new(server.base_url());
     thief.cookies.insert("nimbus_refresh".into(), stale_refresh);
     assert_eq!(
-        signed_in_as(&mut thief),
+        thief.signed_in_as(),
         None,
         "a replaced secret must not work"
     );
     assert_eq!(
-        signed_in_as(&mut browser),
+        browser.signed_in_as(),
         None,
         "reuse of a replaced refresh secret revokes the whole session"
     );
@@ -171,7 +157,7 @@ fn invitation_sign_in_refresh_and_sign_out() {
     let mut replay = Browser::new(server.base_url());
     replay.cookies = saved;
     assert_eq!(
-        signed_in_as(&mut replay),
+        replay.signed_in_as(),
         None,
         "a signed-out session stays out"
     );
@@ -188,7 +174,7 @@ fn password_change_and_account_removal_end_sessions() {
     );
     let mut second = Browser::new(server.base_url());
     assert_eq!(sign_in(&mut second, "carol", GOOD_PASSWORD).status, 303);
-    assert_eq!(signed_in_as(&mut second).as_deref(), Some("carol"));
+    assert_eq!(second.signed_in_as().as_deref(), Some("carol"));
 
     let csrf = first.get("/account").hidden("csrf");
     let wrong = first.post_form(
@@ -215,11 +201,11 @@ fn password_change_and_account_removal_end_sessions() {
     );
     assert_eq!(changed.status, 303, "{}", changed.body);
     assert_eq!(
-        signed_in_as(&mut first).as_deref(),
+        first.signed_in_as().as_deref(),
         Some("carol"),
         "this browser stays in"
     );
-    assert_eq!(signed_in_as(&mut second), None, "other sessions end");
+    assert_eq!(second.signed_in_as(), None, "other sessions end");
     assert_eq!(sign_in(&mut second, "carol", GOOD_PASSWORD).status, 401);
     assert_eq!(
         sign_in(&mut second, "carol", "amber-harbor-lights-fade").status,
@@ -232,8 +218,8 @@ fn password_change_and_account_removal_end_sessions() {
         "{}",
         deleted.body
     );
-    assert_eq!(signed_in_as(&mut first), None);
-    assert_eq!(signed_in_as(&mut second), None);
+    assert_eq!(first.signed_in_as(), None);
+    assert_eq!(second.signed_in_as(), None);
 }
 
 #[test]
@@ -264,7 +250,7 @@ fn failed_sign_ins_and_token_use_are_limited() {
     let blocked = sign_in(&mut attacker, "dave", GOOD_PASSWORD);
     assert_eq!(blocked.status, 429, "{}", blocked.body);
     assert!(blocked.header("retry-after").is_some());
-    assert_eq!(signed_in_as(&mut attacker), None);
+    assert_eq!(attacker.signed_in_as(), None);
 
     // Per client, sign-ins and token use alike: the 3 failed sign-ins and
     // 3 bad tokens from this address reach its limit of 6; then even a
@@ -332,7 +318,7 @@ fn session_tokens_verify_with_jwks_and_forgeries_are_refused() {
     assert!(keys.verify(&foreign, now).is_err());
     let mut forger = Browser::new(server.base_url());
     forger.cookies.insert("nimbus_session".into(), foreign);
-    assert_eq!(signed_in_as(&mut forger), None);
+    assert_eq!(forger.signed_in_as(), None);
 
     // alg none, and a changed payload under the real signature.
     let mut pieces = jwt.split('.');
@@ -356,6 +342,6 @@ fn session_tokens_verify_with_jwks_and_forgeries_are_refused() {
         forger
             .cookies
             .insert("nimbus_session".into(), forged.clone());
-        assert_eq!(signed_in_as(&mut forger), None, "{forged}");
+        assert_eq!(forger.signed_in_as(), None, "{forged}");
     }
 }

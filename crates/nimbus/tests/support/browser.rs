@@ -144,6 +144,21 @@ impl Browser {
         page
     }
 
+    /// Who `/account` says is signed in (`None`: it sends to sign-in).
+    pub fn signed_in_as(&mut self) -> Option<String> {
+        let page = self.get("/account");
+        match page.status {
+            200 => {
+                let marker = "<strong id=\"user\">";
+                let start = page.body.find(marker).expect("the user name") + marker.len();
+                let end = page.body[start..].find('<').expect("end") + start;
+                Some(page.body[start..end].to_owned())
+            }
+            303 => None,
+            other => panic!("unexpected {other} from /account:\n{}", page.body),
+        }
+    }
+
     pub fn get(&mut self, path: &str) -> Page {
         self.send("GET", path, &[], None)
     }
