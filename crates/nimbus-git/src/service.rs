@@ -7,6 +7,7 @@
 use crate::advertise::{self, Head, ProtocolVersion};
 use crate::objects::{ObjectDb, ObjectError};
 use crate::pktline::{PacketReader, write_line};
+use crate::receive_pack::details::push_details;
 use crate::receive_pack::ingest::{self, IngestLimits, ReceivedPack};
 use crate::receive_pack::report::{check_commands, reject_all, write_report};
 use crate::receive_pack::request::{CommandError, read_request};
@@ -14,6 +15,7 @@ use crate::upload_pack::{self, RepoView};
 use bstr::BString;
 use bytes::Bytes;
 use nimbus_store::{PackCache, PackCacheError};
+use nimbus_types::events::{EventActor, EventRepository, PushDetail, ref_update_events};
 use nimbus_types::metadata::{
     MetadataError, MetadataStore, PackRecord, PushRecord, RefUpdateRejection, RepoState,
 };
@@ -299,9 +301,11 @@ impl GitService {
     }
 
     /// Receive one push: commands and pack from `body`; returns the report.
+    /// `pusher` is named in the push's events.
     pub async fn receive_pack(
         &self,
         repo: &Repository,
+        pusher: Option<EventActor>,
         body: impl AsyncRead + Send + Unpin + 'static,
     ) -> Result<Vec<u8>, ServiceError> {
         let snapshot = self.snapshot(repo).await?;
@@ -337,16 +341,22 @@ impl GitService {
             };
             let checked =
                 check_commands(&request.commands, received.as_deref(), &db, &current_branch);
+            let accepted: Vec<_> = checked
+                .iter()
+                .filter_map(|c| c.as_ref().ok().cloned())
+                .collect();
+            let details = push_details(&accepted, received.as_deref(), &db);
             Prepared::Ready {
                 request,
                 received,
                 checked,
+                details,
             }
         })
         .await?;
 
         let mut out = Vec::new();
-        let (request, received, checked) = match prepared {
+        let (request, received, checked, details) = match prepared {
             Prepared::BadRequest(CommandError::Empty) => {
                 // git probes with a lone flush before a large chunked push
                 // (remote-curl's probe_rpc); receive-pack answers nothing.
@@ -367,7 +377,8 @@ impl GitService {
                 request,
                 received,
                 checked,
-            } => (request, received, checked),
+                details,
+            } => (request, received, checked, details),
         };
 
         let mut results: Vec<(BString, Result<(), String>)> = Vec::new();
@@ -392,11 +403,24 @@ impl GitService {
                     Some(pack) => vec![self.upload(repo, pack).await?],
                     None => Vec::new(),
                 };
+                let repository = EventRepository {
+                    id: repo.id.0,
+                    name: repo.name.to_string(),
+                };
+                let now = unix_now();
+                let events = updates
+                    .iter()
+                    .zip(details)
+                    .map(|(update, detail)| {
+                        ref_update_events(&repository, pusher.as_ref(), update, detail, now)
+                    })
+                    .collect();
                 let mut record = PushRecord {
                     packs: packs.clone(),
                     updates,
                     atomic: request.capabilities.atomic,
                     pack_generation: snapshot.pack_generation,
+                    events,
                 };
                 let mut received = received;
                 let mut attempts = 0;
@@ -550,6 +574,8 @@ enum Prepared {
         request: crate::receive_pack::request::PushRequest,
         received: Option<Box<ReceivedPack>>,
         checked: Vec<Result<nimbus_types::RefUpdate, String>>,
+        /// For each accepted update, in order.
+        details: Vec<nimbus_types::events::PushDetail>,
     },
 }
 
@@ -685,11 +711,22 @@ impl GitService {
             return Err(ImportError::NoRefs);
         };
         let pack = self.upload(repo, &received).await?;
+        // Imports list no commits in their events (whole histories).
+        let repository = EventRepository {
+            id: repo.id.0,
+            name: repo.name.to_string(),
+        };
+        let now = unix_now();
+        let events = updates
+            .iter()
+            .map(|update| ref_update_events(&repository, None, update, PushDetail::default(), now))
+            .collect();
         let record = PushRecord {
             packs: vec![pack.clone()],
             updates,
             atomic: true,
             pack_generation: snapshot.pack_generation,
+            events,
         };
         let outcomes = self.meta.apply_push(repo.id, &record).await?;
         if let Some((index, rejection)) = outcomes

@@ -139,6 +139,48 @@ macro_rules! metadata_store {
 
         /// Lock the repository for a write (where the backend needs it) and
         /// read its `(pack_generation, ref_version)`.
+        /// An event about `repository` as it is now.
+        fn repository_event(
+            repository: &Repository,
+            actor: Option<&nimbus_types::events::EventActor>,
+            data: nimbus_types::events::EventData,
+        ) -> nimbus_types::events::Event {
+            nimbus_types::events::Event::new(
+                nimbus_types::events::EventRepository {
+                    id: repository.id.0,
+                    name: repository.name.to_string(),
+                },
+                actor.cloned(),
+                sql::unix_now(),
+                data,
+            )
+        }
+
+        /// Write `event` to the outbox inside `connection`'s transaction.
+        async fn insert_event(
+            connection: &mut $connection,
+            repo: RepoId,
+            event: &nimbus_types::events::Event,
+        ) -> Result<(), $error> {
+            let body = serde_json::to_string(event).map_err(|_| {
+                sql::StoredValueError::Invalid {
+                    column: "events.body",
+                    value: event.id.clone(),
+                }
+            })?;
+            sqlx::query(sql::INSERT_EVENT)
+                .bind(&event.id)
+                .bind(repo.0)
+                .bind(&event.repository.name)
+                .bind(event.kind())
+                .bind(body)
+                .bind(event.timestamp)
+                .execute(&mut *connection)
+                .await
+                .map_err(query_failed("writing an event to the outbox"))?;
+            Ok(())
+        }
+
         async fn lock_repository(
             connection: &mut $connection,
             repo: RepoId,
@@ -168,16 +210,22 @@ macro_rules! metadata_store {
 
         #[async_trait::async_trait]
         impl MetadataStore for $store {
-            async fn create_repository(
+            async fn create_repository_by(
                 &self,
                 new: &NewRepository,
+                actor: Option<&nimbus_types::events::EventActor>,
             ) -> Result<Repository, MetadataError> {
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_WRITE)
+                    .await
+                    .map_err(query_failed("starting to create a repository"))?;
                 let row: sql::RepositoryRow = sqlx::query_as(sql::INSERT_REPOSITORY)
                     .bind(new.name.as_str())
                     .bind(new.visibility.as_str())
                     .bind(&new.default_branch)
                     .bind(sql::unix_now())
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *transaction)
                     .await
                     .map_err(|error| {
                         if sql::is_unique_violation(&error) {
@@ -188,7 +236,21 @@ macro_rules! metadata_store {
                             query_failed("creating a repository")(error).into()
                         }
                     })?;
-                Ok(sql::repository_from_row(row).map_err($error::from)?)
+                let repository = sql::repository_from_row(row).map_err($error::from)?;
+                let event = repository_event(
+                    &repository,
+                    actor,
+                    nimbus_types::events::EventData::RepositoryCreated {
+                        visibility: repository.visibility.as_str().to_owned(),
+                        default_branch: repository.default_branch.clone(),
+                    },
+                );
+                insert_event(&mut transaction, repository.id, &event).await?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("committing a new repository"))?;
+                Ok(repository)
             }
 
             /// Names are compared without regard to case, as they are unique that way.
@@ -220,20 +282,30 @@ macro_rules! metadata_store {
                     .map_err($error::from)?)
             }
 
-            async fn update_repository(
+            async fn update_repository_by(
                 &self,
                 id: RepoId,
                 update: &RepoUpdate,
+                actor: Option<&nimbus_types::events::EventActor>,
             ) -> Result<Repository, MetadataError> {
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_WRITE)
+                    .await
+                    .map_err(query_failed("starting to update a repository"))?;
+                let before: Option<sql::RepositoryRow> =
+                    sqlx::query_as(sql::SELECT_REPOSITORY_BY_ID)
+                        .bind(id.0)
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(query_failed("reading a repository"))?;
+                let before = before.ok_or(MetadataError::RepositoryNotFound)?;
+                let old_name = before.1.clone();
                 let row: Option<sql::RepositoryRow> = if update.name.is_none()
                     && update.visibility.is_none()
                     && update.default_branch.is_none()
                 {
-                    sqlx::query_as(sql::SELECT_REPOSITORY_BY_ID)
-                        .bind(id.0)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(query_failed("reading a repository"))?
+                    Some(before)
                 } else {
                     sqlx::query_as(sql::UPDATE_REPOSITORY)
                         .bind(id.0)
@@ -241,7 +313,7 @@ macro_rules! metadata_store {
                         .bind(update.visibility.map(Visibility::as_str))
                         .bind(update.default_branch.as_deref())
                         .bind(sql::unix_now())
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *transaction)
                         .await
                         .map_err(|error| -> MetadataError {
                             match &update.name {
@@ -255,19 +327,62 @@ macro_rules! metadata_store {
                         })?
                 };
                 let row = row.ok_or(MetadataError::RepositoryNotFound)?;
-                Ok(sql::repository_from_row(row).map_err($error::from)?)
+                let repository = sql::repository_from_row(row).map_err($error::from)?;
+                if repository.name.as_str() != old_name {
+                    let event = repository_event(
+                        &repository,
+                        actor,
+                        nimbus_types::events::EventData::RepositoryRenamed {
+                            from: old_name,
+                            to: repository.name.to_string(),
+                        },
+                    );
+                    insert_event(&mut transaction, repository.id, &event).await?;
+                }
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("committing a repository update"))?;
+                Ok(repository)
             }
 
-            async fn delete_repository(&self, id: RepoId) -> Result<(), MetadataError> {
+            async fn delete_repository_by(
+                &self,
+                id: RepoId,
+                actor: Option<&nimbus_types::events::EventActor>,
+            ) -> Result<(), MetadataError> {
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_WRITE)
+                    .await
+                    .map_err(query_failed("starting to delete a repository"))?;
+                let row: Option<sql::RepositoryRow> =
+                    sqlx::query_as(sql::SELECT_REPOSITORY_BY_ID)
+                        .bind(id.0)
+                        .fetch_optional(&mut *transaction)
+                        .await
+                        .map_err(query_failed("reading a repository"))?;
+                let row = row.ok_or(MetadataError::RepositoryNotFound)?;
+                let repository = sql::repository_from_row(row).map_err($error::from)?;
                 let deleted = sqlx::query(sql::DELETE_REPOSITORY)
                     .bind(id.0)
-                    .execute(&self.pool)
+                    .execute(&mut *transaction)
                     .await
                     .map_err(query_failed("deleting a repository"))?
                     .rows_affected();
                 if deleted == 0 {
                     return Err(MetadataError::RepositoryNotFound);
                 }
+                let event = repository_event(
+                    &repository,
+                    actor,
+                    nimbus_types::events::EventData::RepositoryDeleted {},
+                );
+                insert_event(&mut transaction, repository.id, &event).await?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("committing a repository deletion"))?;
                 Ok(())
             }
 
@@ -462,6 +577,14 @@ macro_rules! metadata_store {
                     .execute(&mut *transaction)
                     .await
                     .map_err(query_failed("touching the repository of a push"))?;
+                let applied_events = outcomes
+                    .iter()
+                    .zip(push.events.iter())
+                    .filter(|(outcome, _)| outcome.is_ok())
+                    .flat_map(|(_, events)| events.iter());
+                for event in applied_events {
+                    insert_event(&mut transaction, repo, event).await?;
+                }
                 transaction
                     .commit()
                     .await
@@ -712,6 +835,84 @@ macro_rules! metadata_store {
                     })
                     .collect::<Result<_, sql::StoredValueError>>()
                     .map_err($error::from)?)
+            }
+
+            async fn unpublished_events(
+                &self,
+                limit: u32,
+            ) -> Result<Vec<nimbus_types::events::StoredEvent>, MetadataError> {
+                let rows: Vec<sql::EventRow> = sqlx::query_as(sql::UNPUBLISHED_EVENTS)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("reading the outbox"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(sql::event_from_row)
+                    .collect::<Result<_, _>>()
+                    .map_err($error::from)?)
+            }
+
+            async fn events_after(
+                &self,
+                seq: i64,
+                limit: u32,
+            ) -> Result<Vec<nimbus_types::events::StoredEvent>, MetadataError> {
+                let rows: Vec<sql::EventRow> = sqlx::query_as(sql::EVENTS_AFTER)
+                    .bind(seq)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_failed("reading events"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(sql::event_from_row)
+                    .collect::<Result<_, _>>()
+                    .map_err($error::from)?)
+            }
+
+            async fn mark_events_published(
+                &self,
+                seqs: &[i64],
+                now: i64,
+            ) -> Result<(), MetadataError> {
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_WRITE)
+                    .await
+                    .map_err(query_failed("starting to mark events published"))?;
+                for seq in seqs {
+                    sqlx::query(sql::MARK_EVENT_PUBLISHED)
+                        .bind(seq)
+                        .bind(now)
+                        .execute(&mut *transaction)
+                        .await
+                        .map_err(query_failed("marking an event published"))?;
+                }
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("committing published events"))?;
+                Ok(())
+            }
+
+            async fn acquire_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                now: i64,
+                ttl: i64,
+            ) -> Result<bool, MetadataError> {
+                let affected = sqlx::query(sql::ACQUIRE_LEASE)
+                    .bind(name)
+                    .bind(holder)
+                    .bind(now + ttl)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_failed("taking a lease"))?
+                    .rows_affected();
+                Ok(affected == 1)
             }
 
             async fn collaborator_access(

@@ -133,6 +133,40 @@ pub(crate) const LIST_COLLABORATORS: &str = "SELECT users.id, users.name, users.
 pub(crate) const SELECT_COLLABORATOR_ACCESS: &str =
     "SELECT access FROM collaborators WHERE repo_id = $1 AND user_id = $2";
 
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (id, repo_id, repo, type, body, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub(crate) const UNPUBLISHED_EVENTS: &str = "SELECT seq, body, published_at FROM events \
+     WHERE published_at IS NULL ORDER BY seq LIMIT $1";
+
+pub(crate) const EVENTS_AFTER: &str =
+    "SELECT seq, body, published_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+pub(crate) const MARK_EVENT_PUBLISHED: &str =
+    "UPDATE events SET published_at = $2 WHERE seq = $1 AND published_at IS NULL";
+
+/// Takes a free or expired lease, or renews one's own.
+pub(crate) const ACQUIRE_LEASE: &str = "INSERT INTO relay_leases (name, holder, expires_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE \
+     SET holder = excluded.holder, expires_at = excluded.expires_at \
+     WHERE relay_leases.holder = excluded.holder OR relay_leases.expires_at <= $4";
+
+pub(crate) type EventRow = (i64, String, Option<i64>);
+
+pub(crate) fn event_from_row(
+    (seq, body, published_at): EventRow,
+) -> Result<nimbus_types::events::StoredEvent, StoredValueError> {
+    let event = serde_json::from_str(&body).map_err(|_| StoredValueError::Invalid {
+        column: "events.body",
+        value: body.chars().take(80).collect(),
+    })?;
+    Ok(nimbus_types::events::StoredEvent {
+        seq,
+        event,
+        published_at,
+    })
+}
+
 /// A value read back from the database that does not fit its Rust type:
 /// corruption or a schema mismatch, never a client's mistake.
 #[derive(Debug, thiserror::Error)]

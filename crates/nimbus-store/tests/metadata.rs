@@ -235,6 +235,7 @@ fn push(packs: &[&str], updates: Vec<RefUpdate>, atomic: bool) -> PushRecord {
         updates,
         atomic,
         pack_generation: 0,
+        events: Vec::new(),
     }
 }
 
@@ -729,6 +730,226 @@ async fn a_non_atomic_push_applies_what_it_can(backend: Backend) -> anyhow::Resu
     Ok(())
 }
 
+/// `push` with the events of each update (as the git service builds them).
+fn push_with_events(repo: &Repository, updates: Vec<RefUpdate>, atomic: bool) -> PushRecord {
+    let repository = nimbus_types::events::EventRepository {
+        id: repo.id.0,
+        name: repo.name.to_string(),
+    };
+    let events = updates
+        .iter()
+        .map(|update| {
+            nimbus_types::events::ref_update_events(
+                &repository,
+                None,
+                update,
+                nimbus_types::events::PushDetail::default(),
+                1_700_000_000,
+            )
+        })
+        .collect();
+    PushRecord {
+        events,
+        ..push(&[], updates, atomic)
+    }
+}
+
+fn kinds_and_refs(events: &[nimbus_types::events::StoredEvent]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|stored| {
+            let json = serde_json::to_value(&stored.event).expect("json");
+            (
+                stored.event.kind().to_owned(),
+                json["data"]["ref"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn events_are_written_with_the_updates_they_describe(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "outbox").await?;
+    let main = update("refs/heads/main", None, Some('1'));
+    metadata
+        .apply_push(repo.id, &push_with_events(&repo, vec![main], false))
+        .await?;
+    // One stale update and one applied: only the applied one's events.
+    metadata
+        .apply_push(
+            repo.id,
+            &push_with_events(
+                &repo,
+                vec![
+                    update("refs/heads/main", Some('7'), Some('2')),
+                    update("refs/tags/v1", None, Some('1')),
+                ],
+                false,
+            ),
+        )
+        .await?;
+    // A failed atomic push and a push that applies nothing: no events.
+    metadata
+        .apply_push(
+            repo.id,
+            &push_with_events(
+                &repo,
+                vec![
+                    update("refs/heads/main", Some('1'), Some('3')),
+                    update("refs/heads/other", Some('9'), Some('3')),
+                ],
+                true,
+            ),
+        )
+        .await?;
+    metadata
+        .apply_push(
+            repo.id,
+            &push_with_events(
+                &repo,
+                vec![update("refs/heads/main", Some('8'), None)],
+                false,
+            ),
+        )
+        .await?;
+
+    let pending = metadata.unpublished_events(100).await?;
+    assert_eq!(
+        kinds_and_refs(&pending),
+        [
+            ("repository.created".to_owned(), String::new()),
+            ("branch.created".to_owned(), "refs/heads/main".to_owned()),
+            ("push".to_owned(), "refs/heads/main".to_owned()),
+            ("tag.created".to_owned(), "refs/tags/v1".to_owned()),
+            ("push".to_owned(), "refs/tags/v1".to_owned()),
+        ]
+    );
+    assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(pending.iter().all(|e| e.published_at.is_none()));
+    assert!(pending.iter().all(|e| e.event.repository.name == "outbox"));
+
+    // Publishing marks them; they stay readable in order.
+    metadata
+        .mark_events_published(&[pending[0].seq, pending[1].seq], 1_700_000_100)
+        .await?;
+    let rest = metadata.unpublished_events(100).await?;
+    assert_eq!(rest.len(), 3);
+    assert_eq!(rest[0].seq, pending[2].seq);
+    let all = metadata.events_after(0, 100).await?;
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[0].published_at, Some(1_700_000_100));
+    assert_eq!(all[0].event, pending[0].event);
+    let later = metadata.events_after(pending[1].seq, 1).await?;
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].seq, pending[2].seq);
+    assert_eq!(metadata.unpublished_events(1).await?.len(), 1);
+    Ok(())
+}
+
+async fn repository_changes_are_events(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let actor = nimbus_types::events::EventActor {
+        id: 1,
+        name: "owner".into(),
+    };
+    let repo = metadata
+        .create_repository_by(
+            &NewRepository {
+                name: repo_name("before"),
+                visibility: Visibility::Private,
+                default_branch: "main".into(),
+            },
+            Some(&actor),
+        )
+        .await?;
+    // An update that renames nothing is no event; a rename is one.
+    metadata
+        .update_repository_by(
+            repo.id,
+            &RepoUpdate {
+                visibility: Some(Visibility::Public),
+                ..RepoUpdate::default()
+            },
+            Some(&actor),
+        )
+        .await?;
+    metadata
+        .update_repository_by(
+            repo.id,
+            &RepoUpdate {
+                name: Some(repo_name("after")),
+                ..RepoUpdate::default()
+            },
+            Some(&actor),
+        )
+        .await?;
+    // A failed rename (taken name) and a failed delete write nothing.
+    create_repo(&*metadata, "taken").await?;
+    assert!(
+        metadata
+            .update_repository_by(
+                repo.id,
+                &RepoUpdate {
+                    name: Some(repo_name("taken")),
+                    ..RepoUpdate::default()
+                },
+                None,
+            )
+            .await
+            .is_err()
+    );
+    metadata.delete_repository_by(repo.id, Some(&actor)).await?;
+    assert!(metadata.delete_repository_by(repo.id, None).await.is_err());
+
+    let events: Vec<serde_json::Value> = metadata
+        .events_after(0, 100)
+        .await?
+        .iter()
+        .map(|stored| serde_json::to_value(&stored.event).expect("json"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "repository.created",
+            "repository.renamed",
+            "repository.created",
+            "repository.deleted"
+        ]
+    );
+    assert_eq!(events[0]["data"]["visibility"], "private");
+    assert_eq!(events[0]["actor"]["name"], "owner");
+    assert_eq!(events[1]["data"]["from"], "before");
+    assert_eq!(events[1]["data"]["to"], "after");
+    assert_eq!(events[3]["repository"]["name"], "after");
+    assert_eq!(events[3]["repository"]["id"], repo.id.0);
+    Ok(())
+}
+
+async fn leases_have_one_holder_until_they_expire(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    assert!(metadata.acquire_lease("relay", "a", 100, 10).await?);
+    assert!(!metadata.acquire_lease("relay", "b", 105, 10).await?);
+    assert!(
+        metadata.acquire_lease("relay", "a", 105, 10).await?,
+        "renewal"
+    );
+    assert!(!metadata.acquire_lease("relay", "b", 114, 10).await?);
+    assert!(
+        metadata.acquire_lease("relay", "b", 115, 10).await?,
+        "expired"
+    );
+    assert!(!metadata.acquire_lease("relay", "a", 116, 10).await?);
+    assert!(metadata.acquire_lease("other", "a", 116, 10).await?);
+    Ok(())
+}
+
 async fn a_push_that_applies_nothing_records_no_packs(backend: Backend) -> anyhow::Result<()> {
     let database = backend.fresh_database().await?;
     let metadata = database.open().await?;
@@ -784,6 +1005,7 @@ async fn packs_are_recorded_once_and_listed_oldest_first(backend: Backend) -> an
                 updates: vec![update("refs/heads/main", None, Some('1'))],
                 atomic: false,
                 pack_generation: 0,
+                events: Vec::new(),
             },
         )
         .await?;
@@ -796,6 +1018,7 @@ async fn packs_are_recorded_once_and_listed_oldest_first(backend: Backend) -> an
                 updates: vec![update("refs/heads/main", Some('1'), Some('2'))],
                 atomic: false,
                 pack_generation: 0,
+                events: Vec::new(),
             },
         )
         .await?;
@@ -855,6 +1078,7 @@ async fn race_on_one_ref(
                 }],
                 atomic: true,
                 pack_generation: 0,
+                events: Vec::new(),
             };
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
@@ -1510,6 +1734,7 @@ async fn garbage_collection_needs_unmoved_refs_and_rechecks_pushes(
                 ],
                 atomic: true,
                 pack_generation: state.pack_generation,
+                events: Vec::new(),
             },
         )
         .await?;
@@ -2617,6 +2842,9 @@ metadata_suite! {
     sessions_rotate_their_secret_and_detect_reuse,
     sessions_are_revoked_and_go_with_their_user,
     revoking_sessions_ignores_expired_ones,
+    events_are_written_with_the_updates_they_describe,
+    leases_have_one_holder_until_they_expire,
+    repository_changes_are_events,
     invitations_are_listed_and_accepted_once,
     expired_and_revoked_invitations_are_refused,
     a_refused_acceptance_changes_nothing,

@@ -6,6 +6,7 @@
 //! traits.
 
 pub mod access;
+pub mod events;
 pub mod identity;
 pub mod metadata;
 pub mod name;

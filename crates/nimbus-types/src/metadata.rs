@@ -58,6 +58,10 @@ pub struct PushRecord {
     /// against; if garbage collection has moved it on, nothing is applied
     /// and [`MetadataError::PacksReplaced`] is returned.
     pub pack_generation: i64,
+    /// The events of each update, in the order of `updates` (missing
+    /// entries: none). The events of applied updates are written to the
+    /// outbox in the push's transaction; a rolled-back push writes none.
+    pub events: Vec<Vec<crate::events::Event>>,
 }
 
 /// What one request reads of a repository, in one consistent read.
@@ -181,17 +185,45 @@ pub struct Collaborator {
 pub trait MetadataStore: crate::identity::IdentityStore + Send + Sync + 'static {
     /// Create a repository; fails with [`MetadataError::RepositoryExists`]
     /// when the name is taken.
-    async fn create_repository(&self, new: &NewRepository) -> Result<Repository, MetadataError>;
+    async fn create_repository(&self, new: &NewRepository) -> Result<Repository, MetadataError> {
+        self.create_repository_by(new, None).await
+    }
+    /// Create a repository for `actor`, with its `repository.created`
+    /// event in the same transaction.
+    async fn create_repository_by(
+        &self,
+        new: &NewRepository,
+        actor: Option<&crate::events::EventActor>,
+    ) -> Result<Repository, MetadataError>;
     async fn repository(&self, name: &RepoName) -> Result<Option<Repository>, MetadataError>;
     async fn list_repositories(&self) -> Result<Vec<Repository>, MetadataError>;
     async fn update_repository(
         &self,
         id: RepoId,
         update: &RepoUpdate,
+    ) -> Result<Repository, MetadataError> {
+        self.update_repository_by(id, update, None).await
+    }
+    /// Update a repository for `actor`; a rename writes its
+    /// `repository.renamed` event in the same transaction.
+    async fn update_repository_by(
+        &self,
+        id: RepoId,
+        update: &RepoUpdate,
+        actor: Option<&crate::events::EventActor>,
     ) -> Result<Repository, MetadataError>;
     /// Delete the repository and its refs and pack records. The caller
     /// removes the stored objects afterwards.
-    async fn delete_repository(&self, id: RepoId) -> Result<(), MetadataError>;
+    async fn delete_repository(&self, id: RepoId) -> Result<(), MetadataError> {
+        self.delete_repository_by(id, None).await
+    }
+    /// Delete a repository for `actor`, with its `repository.deleted` event
+    /// in the same transaction.
+    async fn delete_repository_by(
+        &self,
+        id: RepoId,
+        actor: Option<&crate::events::EventActor>,
+    ) -> Result<(), MetadataError>;
 
     /// All refs of a repository, sorted by name (bytewise).
     async fn refs(&self, repo: RepoId) -> Result<Vec<Ref>, MetadataError>;
@@ -257,6 +289,29 @@ pub trait MetadataStore: crate::identity::IdentityStore + Send + Sync + 'static 
     async fn remove_collaborator(&self, repo: RepoId, user: UserId) -> Result<bool, MetadataError>;
     /// The collaborators of a repository, by user name.
     async fn list_collaborators(&self, repo: RepoId) -> Result<Vec<Collaborator>, MetadataError>;
+    /// Outbox events not yet published, oldest first, at most `limit`.
+    async fn unpublished_events(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<crate::events::StoredEvent>, MetadataError>;
+    /// Events after `seq`, oldest first, at most `limit`, published or not.
+    async fn events_after(
+        &self,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::events::StoredEvent>, MetadataError>;
+    /// Mark outbox events published as of `now`.
+    async fn mark_events_published(&self, seqs: &[i64], now: i64) -> Result<(), MetadataError>;
+    /// Take or renew the lease `name` for `holder` until `now + ttl`;
+    /// `false` while another holder's lease is live.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl: i64,
+    ) -> Result<bool, MetadataError>;
+
     /// The level `user` was given on `repo`, if any.
     async fn collaborator_access(
         &self,

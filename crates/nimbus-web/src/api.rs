@@ -153,7 +153,12 @@ async fn repos_inner(app: &App, parts: RequestParts) -> Result<Response, WebErro
         let visibility =
             visibility_of(request.private, request.visibility)?.unwrap_or(Visibility::Public);
         let repo = app
-            .create_repository(name, visibility, request.default_branch)
+            .create_repository(
+                name,
+                visibility,
+                request.default_branch,
+                crate::app::event_actor(&principal).as_ref(),
+            )
             .await
             .map_err(admin_error)?;
         app.audit(
@@ -229,7 +234,7 @@ async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Respon
                 default_branch: request.default_branch,
             };
             let updated = app
-                .update_repository(&repo, update)
+                .update_repository(&repo, update, crate::app::event_actor(&principal).as_ref())
                 .await
                 .map_err(admin_error)?;
             let changes = repo_changes(&repo, &updated);
@@ -246,7 +251,9 @@ async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Respon
             Ok(json_reply(StatusCode::OK, &view(&base, &updated)))
         }
         Method::DELETE => {
-            app.delete_repository(&repo).await.map_err(admin_error)?;
+            app.delete_repository(&repo, crate::app::event_actor(&principal).as_ref())
+                .await
+                .map_err(admin_error)?;
             app.audit(
                 Audit::new("repo.deleted")
                     .by(&principal)

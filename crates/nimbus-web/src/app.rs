@@ -7,6 +7,7 @@ use nimbus_auth::oidc::Providers;
 use nimbus_auth::session::Sessions;
 use nimbus_git::maintenance::Maintainer;
 use nimbus_git::service::{GitService, ServiceError};
+use nimbus_types::events::EventActor;
 use nimbus_types::identity::NewAuditEvent;
 use nimbus_types::metadata::User;
 use nimbus_types::metadata::{MetadataError, MetadataStore};
@@ -57,6 +58,9 @@ pub struct App {
     pub providers: Arc<Providers>,
     /// Limits on failed authentication.
     pub limits: Arc<AuthLimits>,
+    /// Publishes the outbox's events; `None` in one-shot commands (their
+    /// events wait in the outbox for a server).
+    pub relay: Option<Arc<nimbus_events::relay::Relay>>,
     pub config: AppConfig,
 }
 
@@ -138,21 +142,26 @@ impl App {
         }
     }
 
+    /// Create a repository; `actor` is named in its event.
     pub async fn create_repository(
         &self,
         name: RepoName,
         visibility: Visibility,
         default_branch: Option<String>,
+        actor: Option<&EventActor>,
     ) -> Result<Repository, AdminError> {
         let default_branch = default_branch.unwrap_or_else(|| "main".to_owned());
         check_branch(&default_branch)?;
         let repo = self
             .meta
-            .create_repository(&NewRepository {
-                name,
-                visibility,
-                default_branch,
-            })
+            .create_repository_by(
+                &NewRepository {
+                    name,
+                    visibility,
+                    default_branch,
+                },
+                actor,
+            )
             .await?;
         tracing::info!(repo = %repo.name, visibility = %repo.visibility, "repository created");
         Ok(repo)
@@ -162,19 +171,27 @@ impl App {
         &self,
         repo: &Repository,
         update: RepoUpdate,
+        actor: Option<&EventActor>,
     ) -> Result<Repository, AdminError> {
         if let Some(branch) = &update.default_branch {
             check_branch(branch)?;
         }
-        let updated = self.meta.update_repository(repo.id, &update).await?;
+        let updated = self
+            .meta
+            .update_repository_by(repo.id, &update, actor)
+            .await?;
         tracing::info!(repo = %updated.name, "repository updated");
         Ok(updated)
     }
 
     /// Delete the metadata first (the repository disappears at once), then
     /// the stored objects.
-    pub async fn delete_repository(&self, repo: &Repository) -> Result<(), AdminError> {
-        self.meta.delete_repository(repo.id).await?;
+    pub async fn delete_repository(
+        &self,
+        repo: &Repository,
+        actor: Option<&EventActor>,
+    ) -> Result<(), AdminError> {
+        self.meta.delete_repository_by(repo.id, actor).await?;
         self.git.purge(repo).await?;
         tracing::info!(repo = %repo.name, "repository deleted");
         Ok(())
@@ -186,6 +203,17 @@ fn check_branch(name: &str) -> Result<(), AdminError> {
         name: name.to_owned(),
         reason: err.to_string(),
     })
+}
+
+/// Who a principal is in events.
+pub fn event_actor(principal: &Principal) -> Option<EventActor> {
+    match principal {
+        Principal::User { id, name, .. } => Some(EventActor {
+            id: id.0,
+            name: name.clone(),
+        }),
+        Principal::Anonymous => None,
+    }
 }
 
 /// Unix seconds now.

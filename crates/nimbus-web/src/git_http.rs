@@ -292,10 +292,13 @@ pub async fn receive_pack(
     };
     let report = app
         .git
-        .receive_pack(&repo, body)
+        .receive_pack(&repo, crate::app::event_actor(&principal), body)
         .instrument(span)
         .await
         .map_err(|e| WebError::internal(&e))?;
+    if let Some(relay) = &app.relay {
+        relay.wake();
+    }
     let updated = updated_refs(&report);
     if !updated.is_empty() {
         let after = match app.meta.refs(repo.id).await {

@@ -239,6 +239,14 @@ struct ServeArgs {
     grace: GraceArgs,
     #[command(flatten)]
     sign_in: SignInArgs,
+    /// Publish events to NATS JetStream at this URL (`nats://host:4222`);
+    /// without it, to in-process subscribers only. Events wait in the
+    /// database while NATS is unreachable.
+    #[arg(long, env = "NIMBUS_NATS_URL")]
+    nats_url: Option<String>,
+    /// The JetStream stream that holds the events.
+    #[arg(long, env = "NIMBUS_NATS_STREAM", default_value = "NIMBUS_EVENTS")]
+    nats_stream: String,
 }
 
 /// Sign-in settings: identity providers and abuse limits.
@@ -534,11 +542,27 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
         public_url.as_deref().unwrap_or(""),
     )
     .context("cannot set up the identity providers")?;
+    let relay = serve.map(|args| {
+        let bus: Arc<dyn nimbus_types::events::EventBus> = match &args.nats_url {
+            Some(url) => {
+                let mut config = nimbus_events::nats::NatsConfig::new(url.clone());
+                config.stream = args.nats_stream.clone();
+                Arc::new(nimbus_events::lazy::LazyNatsBus::new(config))
+            }
+            None => Arc::new(nimbus_events::in_process::InProcessBus::new()),
+        };
+        Arc::new(nimbus_events::relay::Relay::new(
+            meta.clone(),
+            bus,
+            nimbus_events::relay::RelayConfig::default(),
+        ))
+    });
     let app = Arc::new(App {
         meta: meta.clone(),
         git,
         maintainer,
         access,
+        relay,
         sessions: Arc::new(Sessions::new(meta.clone(), keys)),
         providers: Arc::new(providers),
         limits: Arc::new(AuthLimits::new(
@@ -580,6 +604,9 @@ async fn serve(storage: &StorageArgs, args: &ServeArgs) -> Result<()> {
     }
     if let Some(maintainer) = &backends.app.maintainer {
         maintainer.spawn_periodic();
+    }
+    if let Some(relay) = &backends.app.relay {
+        relay.spawn();
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -636,7 +663,12 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
             let name = RepoName::new(name).map_err(|e| anyhow::anyhow!("{e}"))?;
             let visibility = visibility.unwrap_or(Visibility::from_private(*private));
             let repo = app
-                .create_repository(name, visibility, Some(default_branch.clone()))
+                .create_repository(
+                    name,
+                    visibility,
+                    Some(default_branch.clone()),
+                    cli_actor(app).await.as_ref(),
+                )
                 .await?;
             record(
                 app,
@@ -662,7 +694,8 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
         }
         RepoCommand::Delete { name } => {
             let repo = find(name).await?;
-            app.delete_repository(&repo).await?;
+            app.delete_repository(&repo, cli_actor(app).await.as_ref())
+                .await?;
             record(app, Audit::new("repo.deleted").repo(&repo.name), "").await;
             println!("deleted repository '{}'", repo.name);
         }
@@ -676,6 +709,7 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                         name: Some(new_name),
                         ..RepoUpdate::default()
                     },
+                    cli_actor(app).await.as_ref(),
                 )
                 .await?;
             record(
@@ -709,6 +743,7 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                     name,
                     Visibility::from_private(*private),
                     prepared.head_branch.clone(),
+                    cli_actor(app).await.as_ref(),
                 )
                 .await?;
             let skipped = prepared.skipped;
@@ -725,7 +760,7 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                 Ok(summary) => summary,
                 Err(err) => {
                     // Leave nothing half-imported behind.
-                    if let Err(cleanup) = app.delete_repository(&repo).await {
+                    if let Err(cleanup) = app.delete_repository(&repo, None).await {
                         tracing::warn!(repo = %repo.name, error = %cleanup, "could not remove the failed import");
                     }
                     return Err(err.context(format!("importing '{}' failed", repo.name)));
@@ -808,6 +843,20 @@ async fn find_user(meta: &dyn MetadataStore, name: &str) -> Result<nimbus_types:
     meta.user_by_name(name)
         .await?
         .with_context(|| format!("user '{name}' not found"))
+}
+
+/// The command line acts as the owner, in events.
+async fn cli_actor(app: &App) -> Option<nimbus_types::events::EventActor> {
+    match app.meta.owner().await {
+        Ok(owner) => owner.map(|owner| nimbus_types::events::EventActor {
+            id: owner.id.0,
+            name: owner.name,
+        }),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not find the owner for an event");
+            None
+        }
+    }
 }
 
 /// Record an audit event of the command line: done by the owner account,

@@ -2,6 +2,7 @@
 //! and checked, and the caller applies the ref updates to the metadata
 //! store before the report is written.
 
+pub mod details;
 pub mod ingest;
 pub mod report;
 pub mod request;

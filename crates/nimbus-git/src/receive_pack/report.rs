@@ -13,15 +13,30 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 
 /// Looks objects up in a received pack first, then in the repository.
-struct Lookup<'a> {
+pub(super) struct Lookup<'a> {
     received: Option<&'a ReceivedPack>,
     handle: gix_odb::HandleArc,
     buf: Vec<u8>,
     inflate: gix_zlib::Inflate,
 }
 
-impl Lookup<'_> {
-    fn find(&mut self, id: &ObjectId) -> Option<(gix_object::Kind, Vec<u8>)> {
+impl<'a> Lookup<'a> {
+    pub(super) fn new(received: Option<&'a ReceivedPack>, existing: &ObjectDb) -> Lookup<'a> {
+        Lookup {
+            received,
+            handle: existing.handle(),
+            buf: Vec::new(),
+            inflate: gix_zlib::Inflate::default(),
+        }
+    }
+
+    /// Whether the received pack holds `id`.
+    pub(super) fn in_received(&self, id: &ObjectId) -> bool {
+        self.received
+            .is_some_and(|received| received.bundle.index.lookup(id).is_some())
+    }
+
+    pub(super) fn find(&mut self, id: &ObjectId) -> Option<(gix_object::Kind, Vec<u8>)> {
         if let Some(received) = self.received
             && let Ok(Some((data, _))) = received.bundle.find(
                 id,
@@ -66,12 +81,7 @@ pub fn check_commands(
     existing: &ObjectDb,
     current_branch: &RefName,
 ) -> Vec<Result<RefUpdate, String>> {
-    let mut lookup = Lookup {
-        received,
-        handle: existing.handle(),
-        buf: Vec::new(),
-        inflate: gix_zlib::Inflate::default(),
-    };
+    let mut lookup = Lookup::new(received, existing);
     let mut names = HashSet::new();
     commands
         .iter()

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cloud;
 pub mod git;
 pub mod http_backend;
+pub mod nats;
 pub mod oidc;
 
 use std::collections::BTreeSet;
