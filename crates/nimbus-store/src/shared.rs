@@ -871,6 +871,14 @@ macro_rules! metadata_store {
                     .map_err($error::from)?)
             }
 
+            async fn latest_event_seq(&self) -> Result<i64, MetadataError> {
+                let seq: i64 = sqlx::query_scalar(sql::LATEST_EVENT_SEQ)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(query_failed("reading the newest event"))?;
+                Ok(seq)
+            }
+
             async fn mark_events_published(
                 &self,
                 seqs: &[i64],

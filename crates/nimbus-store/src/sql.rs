@@ -142,6 +142,8 @@ pub(crate) const UNPUBLISHED_EVENTS: &str = "SELECT seq, body, published_at FROM
 pub(crate) const EVENTS_AFTER: &str =
     "SELECT seq, body, published_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
 
+pub(crate) const LATEST_EVENT_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
+
 pub(crate) const MARK_EVENT_PUBLISHED: &str =
     "UPDATE events SET published_at = $2 WHERE seq = $1 AND published_at IS NULL";
 

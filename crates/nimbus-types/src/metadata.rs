@@ -300,6 +300,8 @@ pub trait MetadataStore: crate::identity::IdentityStore + Send + Sync + 'static 
         seq: i64,
         limit: u32,
     ) -> Result<Vec<crate::events::StoredEvent>, MetadataError>;
+    /// The newest event's `seq` (0 when there is none).
+    async fn latest_event_seq(&self) -> Result<i64, MetadataError>;
     /// Mark outbox events published as of `now`.
     async fn mark_events_published(&self, seqs: &[i64], now: i64) -> Result<(), MetadataError>;
     /// Take or renew the lease `name` for `holder` until `now + ttl`;

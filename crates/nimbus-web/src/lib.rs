@@ -10,6 +10,7 @@ pub mod api_identity;
 pub mod app;
 pub mod body;
 pub mod error;
+pub mod event_stream;
 pub mod git_http;
 pub mod route;
 pub mod session_http;
@@ -162,6 +163,7 @@ async fn dispatch(app: &App, parts: RequestParts) -> Response {
             provider,
             subject,
         } => api_identity::identity(app, &name, &provider, &subject, parts).await,
+        Route::ApiEvents => event_stream::events(app, parts).await,
         Route::Login => session_http::login(app, parts).await,
         Route::Logout => session_http::logout(app, parts).await,
         Route::LoginProvider { provider } => {

@@ -60,6 +60,8 @@ pub enum Route {
     },
     /// `/api/v1/audit`: the audit log.
     ApiAudit,
+    /// `/api/v1/events`: the live event stream (Server-Sent Events).
+    ApiEvents,
     /// `/api/v1/users/{name}/identities`
     ApiIdentities {
         name: String,
@@ -131,7 +133,7 @@ pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
         Route::ApiPassword => &["PUT"],
         Route::ApiInvitations => &["GET", "POST"],
         Route::ApiInvitation { .. } => &["DELETE"],
-        Route::ApiAudit | Route::ApiIdentities { .. } => &["GET"],
+        Route::ApiAudit | Route::ApiIdentities { .. } | Route::ApiEvents => &["GET"],
         Route::ApiIdentity { .. } => &["PUT", "DELETE"],
         Route::Login | Route::Invite { .. } => &["GET", "POST"],
         Route::Logout | Route::AccountPassword => &["POST"],
@@ -195,6 +197,7 @@ pub fn route(path: &str) -> Route {
             id: (*id).to_owned(),
         },
         ["api", "v1", "audit"] => Route::ApiAudit,
+        ["api", "v1", "events"] => Route::ApiEvents,
         ["api", "v1", "users", name, "identities"] if !name.is_empty() => Route::ApiIdentities {
             name: (*name).to_owned(),
         },
@@ -306,6 +309,7 @@ mod tests {
             Route::ApiInvitation { id: "3".into() }
         );
         assert_eq!(route("/api/v1/audit"), Route::ApiAudit);
+        assert_eq!(route("/api/v1/events"), Route::ApiEvents);
         assert_eq!(
             route("/api/v1/users/bob/identities"),
             Route::ApiIdentities { name: "bob".into() }
