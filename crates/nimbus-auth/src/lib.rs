@@ -16,6 +16,7 @@ pub mod token;
 pub use policy::{Decision, InstanceAction, PolicySettings, Refusal, RepoAction, Subject, Surface};
 
 use nimbus_types::metadata::{MetadataError, MetadataStore, NewToken};
+use nimbus_types::unix_now as now;
 use nimbus_types::{Principal, Repository, Scopes};
 use std::sync::Arc;
 
@@ -151,13 +152,6 @@ impl AccountAccess {
             },
         })
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[async_trait::async_trait]

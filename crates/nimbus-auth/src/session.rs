@@ -23,6 +23,7 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use nimbus_types::identity::{NewSession, Rotation, SessionRecord, SigningKey};
 use nimbus_types::metadata::{MetadataError, MetadataStore, User};
+use nimbus_types::unix_now as now;
 use nimbus_types::{Principal, Scopes, UserId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -267,13 +268,6 @@ pub fn generate_key() -> Result<SigningKey, SessionError> {
 
 fn hex_id(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// `bytes` random bytes, base64url without padding.

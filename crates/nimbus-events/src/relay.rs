@@ -18,6 +18,7 @@
 
 use nimbus_types::events::EventBus;
 use nimbus_types::metadata::{MetadataError, MetadataStore};
+use nimbus_types::unix_now as now;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -65,13 +66,6 @@ pub struct Relay {
     holder: String,
     wake: Notify,
     config: RelayConfig,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Relay {

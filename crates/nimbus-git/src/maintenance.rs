@@ -26,6 +26,7 @@ use crate::upload_pack::request::FetchRequest;
 use gix_hash::ObjectId;
 use nimbus_types::metadata::{MetadataStore, PackReplacement, ReplacementConflict};
 use nimbus_types::storage::{ObjectInfo, pack_key};
+use nimbus_types::unix_now;
 use nimbus_types::{RepoId, Repository};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Write};
@@ -120,14 +121,6 @@ pub struct MaintenanceReport {
     /// Retired packs and orphaned uploads whose files were deleted.
     pub retired_deleted: usize,
     pub orphans_deleted: usize,
-}
-
-/// Now, as Unix seconds.
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The pack name of a stored pack file key (`repos/1/pack/NAME.idx`).

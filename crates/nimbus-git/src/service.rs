@@ -20,6 +20,7 @@ use nimbus_types::metadata::{
     MetadataError, MetadataStore, PackRecord, PushRecord, RefUpdateRejection, RepoState,
 };
 use nimbus_types::storage::{ObjectStore, ObjectStoreError, pack_key};
+use nimbus_types::unix_now;
 use nimbus_types::{Ref, RefName, Repository};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -586,13 +587,6 @@ fn head_branch(repo: &Repository) -> Result<RefName, ServiceError> {
             name: repo.default_branch.clone(),
         }
     })
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Why an import was refused. Messages go to users.

@@ -4,10 +4,10 @@
 //! [`nimbus_types`] values.
 
 use nimbus_types::metadata::{PackRecord, TokenInfo, User};
+pub(crate) use nimbus_types::unix_now;
 use nimbus_types::{
     Access, ObjectId, Ref, RefName, RepoId, RepoName, Repository, Scopes, UserId, Visibility,
 };
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) const INSERT_REPOSITORY: &str = "INSERT INTO repositories (name, visibility, default_branch, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $4) \
@@ -193,14 +193,6 @@ pub(crate) type TokenInfoRow = (
     Option<i64>,
 );
 pub(crate) type UserRow = (i64, String, bool);
-
-/// Now, in Unix seconds.
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(database_error) if database_error.is_unique_violation())

@@ -164,13 +164,11 @@ impl Drop for PostgresDatabase {
 
 /// Each shared test is an `async fn(Backend) -> anyhow::Result<()>`; this
 /// runs it once per backend, as `sqlite::<name>` and `postgres::<name>`.
-/// Attributes before a name (`#[ignore = "..."]`) apply to both of its tests.
 macro_rules! metadata_suite {
-    ($($(#[$attribute:meta])* $name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                $(#[$attribute])*
                 async fn $name() -> anyhow::Result<()> {
                     super::$name(super::Backend::Sqlite).await
                 }
@@ -179,7 +177,6 @@ macro_rules! metadata_suite {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                $(#[$attribute])*
                 async fn $name() -> anyhow::Result<()> {
                     super::$name(super::Backend::Postgres).await
                 }

@@ -19,3 +19,11 @@ pub use gix_hash::ObjectId;
 pub use name::{RepoName, RepoNameError};
 pub use refs::{Ref, RefName, RefNameError, RefTarget, RefUpdate};
 pub use repo::{NewRepository, RepoId, RepoUpdate, Repository, Visibility};
+
+/// Now, in Unix seconds (0 before 1970, saturating far in the future).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -9,6 +9,7 @@ use crate::git_http::{auth_failure, authorized_repo, principal};
 use crate::{App, Audit, RequestParts, body};
 use nimbus_auth::{Decision, InstanceAction, RepoAction, Surface};
 use nimbus_types::metadata::{MetadataError, TokenInfo, User};
+pub(crate) use nimbus_types::unix_now;
 use nimbus_types::{
     Access, Principal, RepoName, RepoUpdate, Repository, Scopes, UserId, Visibility,
 };
@@ -621,13 +622,6 @@ fn token_view(token: &TokenInfo) -> TokenView {
         last_used_at: token.last_used_at,
         revoked_at: token.revoked_at,
     }
-}
-
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Issue a token from a request body; the secret is in the reply, once.

@@ -217,9 +217,4 @@ pub fn event_actor(principal: &Principal) -> Option<EventActor> {
 }
 
 /// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use nimbus_types::unix_now as now;

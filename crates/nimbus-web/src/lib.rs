@@ -102,12 +102,13 @@ pub async fn handle(app: &App, mut parts: RequestParts) -> Response {
     let method = parts.method.clone();
     let path = route::loggable_path(&parts.path).into_owned();
     // Sessions are for the web and the API; git requests never carry one.
-    let cookies = if route::is_git(&route::route(&parts.path)) {
+    let route = route::route(&parts.path);
+    let cookies = if route::is_git(&route) {
         session_http::SessionCookies::default()
     } else {
         session_http::resolve(app, &mut parts).await
     };
-    let mut response = dispatch(app, parts).await;
+    let mut response = dispatch(app, route, parts).await;
     cookies.apply(app, &mut response);
     // The query may carry nothing secret today, but paths are enough to
     // follow a request; credentials live in headers and are never logged.
@@ -121,8 +122,7 @@ pub async fn handle(app: &App, mut parts: RequestParts) -> Response {
     response
 }
 
-async fn dispatch(app: &App, parts: RequestParts) -> Response {
-    let route = route::route(&parts.path);
+async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
     let allowed = route::allowed_methods(&route);
     let method = parts.method.clone();
     if route != Route::NotFound && !allowed.contains(&method.as_str()) {
