@@ -53,6 +53,8 @@ impl RepoAction {
 pub enum InstanceAction {
     CreateRepository,
     ManageUsers,
+    /// Instance-wide webhooks, which see every repository's events.
+    ManageWebhooks,
 }
 
 /// Through which door the request came: the JSON API needs the `api` scope.
@@ -226,6 +228,7 @@ pub fn decide_instance(subject: Subject, action: InstanceAction, surface: Surfac
                     what: match action {
                         InstanceAction::CreateRepository => "create repositories",
                         InstanceAction::ManageUsers => "manage users",
+                        InstanceAction::ManageWebhooks => "manage instance-wide webhooks",
                     },
                 });
             }
@@ -513,6 +516,7 @@ mod tests {
         for action in [
             InstanceAction::CreateRepository,
             InstanceAction::ManageUsers,
+            InstanceAction::ManageWebhooks,
         ] {
             for surface in [Surface::Git, Surface::Api] {
                 assert_eq!(

@@ -13,6 +13,7 @@ mod s3;
 mod shared;
 mod sql;
 mod sqlite;
+mod webhooks;
 
 pub use local::LocalObjectStore;
 pub use pack_cache::{PackCache, PackCacheError, PackCacheStats, PackLease};

@@ -111,6 +111,11 @@ impl PgMetadata {
 const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 const BEGIN_WRITE: &str = "BEGIN";
 const REPOSITORY_FOR_PUSH: &str = LOCK_REPOSITORY;
+/// Identity columns are handed out at insert, not at commit: two
+/// transactions could commit their events out of `seq` order and a reader
+/// following `seq` would skip the late one. This lock (held until commit)
+/// makes every transaction that writes events commit in `seq` order.
+const LOCK_OUTBOX: Option<&str> = Some("SELECT pg_advisory_xact_lock(5716690121)");
 
 /// Two racing `create_owner` calls: the second waits, then sees the owner.
 async fn lock_users(connection: &mut PgConnection) -> Result<(), PgError> {
@@ -123,3 +128,4 @@ async fn lock_users(connection: &mut PgConnection) -> Result<(), PgError> {
 
 crate::shared::metadata_store!(PgMetadata, PgConnection, PgError);
 crate::identity::identity_store!(PgMetadata, PgError);
+crate::webhooks::webhook_store!(PgMetadata, PgError);

@@ -3,7 +3,8 @@
 //! backend module defines before invoking [`metadata_store!`]:
 //! `BEGIN_WRITE` (how a write transaction starts), `REPOSITORY_FOR_PUSH`
 //! (the repository lookup a push starts with, locking where the database
-//! needs it), `lock_users` (serialising owner creation) and `query_failed`.
+//! needs it), `lock_users` (serialising owner creation), `LOCK_OUTBOX` (making
+//! outbox writers commit in `seq` order) and `query_failed`.
 
 /// Expands to the ref helpers and `impl MetadataStore for $store`.
 macro_rules! metadata_store {
@@ -168,6 +169,15 @@ macro_rules! metadata_store {
                     value: event.id.clone(),
                 }
             })?;
+            // Outbox readers follow `seq`, so a lower `seq` must never
+            // commit after a higher one: the backend serialises writers of
+            // events until they commit.
+            if let Some(lock) = LOCK_OUTBOX {
+                sqlx::query(lock)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(query_failed("locking the outbox"))?;
+            }
             sqlx::query(sql::INSERT_EVENT)
                 .bind(&event.id)
                 .bind(repo.0)

@@ -159,6 +159,8 @@ const BEGIN_READ: &str = "BEGIN";
 const BEGIN_WRITE: &str = BEGIN_IMMEDIATE;
 /// `BEGIN IMMEDIATE` already serialises writers.
 const REPOSITORY_FOR_PUSH: &str = SELECT_REPOSITORY_ID;
+/// Write transactions are serialised already (`BEGIN IMMEDIATE`).
+const LOCK_OUTBOX: Option<&str> = None;
 
 /// Owner creation is serialised by `BEGIN IMMEDIATE` already.
 async fn lock_users(_: &mut SqliteConnection) -> Result<(), SqliteError> {
@@ -167,3 +169,4 @@ async fn lock_users(_: &mut SqliteConnection) -> Result<(), SqliteError> {
 
 crate::shared::metadata_store!(SqliteMetadata, SqliteConnection, SqliteError);
 crate::identity::identity_store!(SqliteMetadata, SqliteError);
+crate::webhooks::webhook_store!(SqliteMetadata, SqliteError);

@@ -13,6 +13,10 @@ use nimbus_types::metadata::{
     MetadataError, MetadataStore, NewToken, PackRecord, PackReplacement, PushRecord,
     RefUpdateRejection, ReplacementConflict, RetiredPack,
 };
+use nimbus_types::webhooks::{
+    Delivery, DeliveryOutcome, DeliveryStatus, HookId, NewDelivery, NewWebhook, Webhook,
+    WebhookUpdate,
+};
 use nimbus_types::{
     Access, NewRepository, ObjectId, RefName, RefUpdate, RepoId, RepoName, RepoUpdate, Repository,
     Scopes, Visibility,
@@ -2809,6 +2813,665 @@ async fn audit_events_are_recorded_and_filtered(backend: Backend) -> anyhow::Res
     Ok(())
 }
 
+fn new_webhook(repo: Option<RepoId>, url: &str, events: &[&str], active: bool) -> NewWebhook {
+    NewWebhook {
+        repo,
+        url: url.into(),
+        secret: format!("secret of {url}"),
+        events: events.iter().map(|event| (*event).to_owned()).collect(),
+        active,
+        created_by: None,
+        now: NOW,
+    }
+}
+
+/// Attempt `attempt` of event `seq` to `hook`, due at `due_at`.
+fn new_delivery(hook: HookId, seq: i64, attempt: u32, due_at: i64) -> NewDelivery {
+    NewDelivery {
+        hook,
+        guid: format!("guid-{hook}-{seq}"),
+        event_seq: seq,
+        event_id: format!("evt_{seq}"),
+        event_type: "branch.created".into(),
+        github_event: "create".into(),
+        attempt,
+        redelivery: false,
+        due_at,
+        body: format!("{{\"seq\":{seq}}}"),
+        created_at: NOW,
+    }
+}
+
+fn answered(status: u16, at: i64) -> DeliveryOutcome {
+    DeliveryOutcome {
+        delivered_at: at,
+        duration_ms: 42,
+        request_headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("X-Hub-Signature-256".into(), "[redacted]".into()),
+        ],
+        response_status: Some(status),
+        response_headers: vec![("Server".into(), "receiver".into())],
+        response_body: "thanks".into(),
+        error: None,
+    }
+}
+
+fn unreachable_outcome(at: i64) -> DeliveryOutcome {
+    DeliveryOutcome {
+        delivered_at: at,
+        duration_ms: 10_000,
+        request_headers: vec![("Content-Type".into(), "application/json".into())],
+        response_status: None,
+        response_headers: Vec::new(),
+        response_body: String::new(),
+        error: Some("connection refused".into()),
+    }
+}
+
+fn delivery_ids(deliveries: &[Delivery]) -> Vec<i64> {
+    deliveries.iter().map(|delivery| delivery.id).collect()
+}
+
+fn hook_ids(hooks: &[Webhook]) -> Vec<HookId> {
+    hooks.iter().map(|hook| hook.id).collect()
+}
+
+async fn webhooks_are_created_listed_updated_and_deleted(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let owner = metadata.create_owner("alice").await?;
+    let repo = create_repo(&*metadata, "project").await?;
+
+    let mut wanted = new_webhook(Some(repo.id), "https://a.example/hook", &["push"], true);
+    wanted.created_by = Some(owner.id);
+    let on_repo = metadata.create_webhook(&wanted).await?;
+    assert_eq!(on_repo.repo, Some(repo.id));
+    assert_eq!(on_repo.url, "https://a.example/hook");
+    assert_eq!(on_repo.secret, "secret of https://a.example/hook");
+    assert_eq!(on_repo.events, ["push"]);
+    assert!(on_repo.active);
+    assert_eq!(on_repo.created_by, Some(owner.id));
+    assert_eq!((on_repo.created_at, on_repo.updated_at), (NOW, NOW));
+    assert!(on_repo.wants("push") && !on_repo.wants("branch.created"));
+
+    let instance = metadata
+        .create_webhook(&new_webhook(None, "https://b.example/", &["*"], false))
+        .await?;
+    assert_eq!(instance.repo, None);
+    assert!(instance.wants("anything"));
+    let second_on_repo = metadata
+        .create_webhook(&new_webhook(
+            Some(repo.id),
+            "https://c.example/",
+            &["push", "branch.created"],
+            true,
+        ))
+        .await?;
+    assert!(on_repo.id < instance.id && instance.id < second_on_repo.id);
+
+    assert_eq!(metadata.webhook(on_repo.id).await?, Some(on_repo.clone()));
+    assert_eq!(metadata.webhook(instance.id + 1000).await?, None);
+    assert_eq!(
+        metadata.list_webhooks(Some(repo.id)).await?,
+        [on_repo.clone(), second_on_repo.clone()]
+    );
+    assert_eq!(
+        metadata.list_webhooks(None).await?,
+        std::slice::from_ref(&instance)
+    );
+    let other = create_repo(&*metadata, "other").await?;
+    assert_eq!(metadata.list_webhooks(Some(other.id)).await?, []);
+
+    // Only the given fields change.
+    let updated = metadata
+        .update_webhook(
+            on_repo.id,
+            &WebhookUpdate {
+                events: Some(vec!["*".into()]),
+                active: Some(false),
+                now: NOW + 5,
+                ..WebhookUpdate::default()
+            },
+        )
+        .await?
+        .expect("the webhook exists");
+    assert_eq!(
+        updated,
+        Webhook {
+            events: vec!["*".into()],
+            active: false,
+            updated_at: NOW + 5,
+            ..on_repo.clone()
+        }
+    );
+    let updated = metadata
+        .update_webhook(
+            on_repo.id,
+            &WebhookUpdate {
+                url: Some("https://d.example/".into()),
+                secret: Some("rotated".into()),
+                now: NOW + 6,
+                ..WebhookUpdate::default()
+            },
+        )
+        .await?
+        .expect("the webhook exists");
+    assert_eq!(
+        (
+            updated.url.as_str(),
+            updated.secret.as_str(),
+            updated.active,
+            updated.updated_at
+        ),
+        ("https://d.example/", "rotated", false, NOW + 6)
+    );
+    assert_eq!(metadata.webhook(on_repo.id).await?, Some(updated));
+    assert_eq!(
+        metadata
+            .update_webhook(
+                instance.id + 1000,
+                &WebhookUpdate {
+                    active: Some(true),
+                    now: NOW,
+                    ..WebhookUpdate::default()
+                }
+            )
+            .await?,
+        None
+    );
+
+    assert!(metadata.delete_webhook(on_repo.id).await?);
+    assert!(!metadata.delete_webhook(on_repo.id).await?);
+    assert_eq!(metadata.webhook(on_repo.id).await?, None);
+    assert_eq!(
+        hook_ids(&metadata.list_webhooks(Some(repo.id)).await?),
+        [second_on_repo.id]
+    );
+
+    // A missing repository is named; a deleted creator leaves the webhook.
+    let error = metadata
+        .create_webhook(&new_webhook(
+            Some(RepoId(other.id.0 + 1000)),
+            "https://e.example/",
+            &["*"],
+            true,
+        ))
+        .await
+        .expect_err("no such repository");
+    assert!(
+        matches!(error, MetadataError::RepositoryNotFound),
+        "{error:?}"
+    );
+    let bob = metadata.create_user("bob").await?;
+    let mut by_bob = new_webhook(None, "https://f.example/", &["*"], true);
+    by_bob.created_by = Some(bob.id);
+    let by_bob = metadata.create_webhook(&by_bob).await?;
+    metadata.delete_user(bob.id).await?;
+    assert_eq!(
+        metadata
+            .webhook(by_bob.id)
+            .await?
+            .map(|hook| hook.created_by),
+        Some(None)
+    );
+    let mut by_nobody = new_webhook(None, "https://g.example/", &["*"], true);
+    by_nobody.created_by = Some(bob.id);
+    let error = metadata
+        .create_webhook(&by_nobody)
+        .await
+        .expect_err("no such user");
+    assert!(matches!(error, MetadataError::UserNotFound), "{error:?}");
+    Ok(())
+}
+
+async fn webhooks_start_after_the_newest_event(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let before_any = metadata
+        .create_webhook(&new_webhook(None, "https://a.example/", &["*"], true))
+        .await?;
+    assert_eq!(before_any.since_seq, 0);
+    // Creating a repository writes a repository.created event.
+    create_repo(&*metadata, "first").await?;
+    create_repo(&*metadata, "second").await?;
+    let newest = metadata.latest_event_seq().await?;
+    assert!(newest > 0);
+    let hook = metadata
+        .create_webhook(&new_webhook(None, "https://b.example/", &["*"], true))
+        .await?;
+    assert_eq!(hook.since_seq, newest);
+    assert_eq!(metadata.webhook(hook.id).await?, Some(hook));
+    Ok(())
+}
+
+async fn webhooks_for_a_repository_are_its_own_and_the_instance_ones(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "project").await?;
+    let other = create_repo(&*metadata, "other").await?;
+    let create = |repo: Option<RepoId>, url: &'static str, active: bool| {
+        let metadata = Arc::clone(&metadata);
+        async move {
+            metadata
+                .create_webhook(&new_webhook(repo, url, &["*"], active))
+                .await
+        }
+    };
+    let instance = create(None, "https://instance.example/", true).await?;
+    let own = create(Some(repo.id), "https://own.example/", true).await?;
+    create(Some(other.id), "https://other.example/", true).await?;
+    create(Some(repo.id), "https://inactive.example/", false).await?;
+    create(None, "https://inactive-instance.example/", false).await?;
+    let later_own = create(Some(repo.id), "https://later.example/", true).await?;
+
+    let seen = metadata.webhooks_for_repository(repo.id).await?;
+    assert_eq!(hook_ids(&seen), [instance.id, own.id, later_own.id]);
+    assert_eq!(seen[1], own);
+
+    // Deactivating a webhook takes it out; reactivating brings it back.
+    metadata
+        .update_webhook(
+            own.id,
+            &WebhookUpdate {
+                active: Some(false),
+                now: NOW + 1,
+                ..WebhookUpdate::default()
+            },
+        )
+        .await?;
+    assert_eq!(
+        hook_ids(&metadata.webhooks_for_repository(repo.id).await?),
+        [instance.id, later_own.id]
+    );
+    Ok(())
+}
+
+async fn deleting_a_repository_deletes_its_webhooks(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let doomed = create_repo(&*metadata, "doomed").await?;
+    let kept = create_repo(&*metadata, "kept").await?;
+    let on_doomed = metadata
+        .create_webhook(&new_webhook(
+            Some(doomed.id),
+            "https://a.example/",
+            &["*"],
+            true,
+        ))
+        .await?;
+    let on_kept = metadata
+        .create_webhook(&new_webhook(
+            Some(kept.id),
+            "https://b.example/",
+            &["*"],
+            true,
+        ))
+        .await?;
+    let instance = metadata
+        .create_webhook(&new_webhook(None, "https://c.example/", &["*"], true))
+        .await?;
+    let delivery = metadata
+        .add_delivery(&new_delivery(on_doomed.id, 1, 1, NOW))
+        .await?;
+
+    metadata.delete_repository(doomed.id).await?;
+    assert_eq!(metadata.webhook(on_doomed.id).await?, None);
+    assert_eq!(metadata.delivery(on_doomed.id, delivery.id).await?, None);
+    assert_eq!(metadata.due_deliveries(NOW, 10).await?, []);
+    assert_eq!(metadata.list_webhooks(Some(doomed.id)).await?, []);
+    assert_eq!(metadata.list_webhooks(Some(kept.id)).await?, [on_kept]);
+    assert_eq!(metadata.list_webhooks(None).await?, [instance]);
+    Ok(())
+}
+
+async fn enqueueing_deliveries_moves_the_cursor_compare_and_swap(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let repo = create_repo(&*metadata, "project").await?;
+    // The cursor starts at the newest event when the table is created: the
+    // repository's event came later.
+    assert_eq!(metadata.webhook_cursor().await?, 0);
+    let seq = metadata.latest_event_seq().await?;
+    let first = metadata
+        .create_webhook(&new_webhook(
+            Some(repo.id),
+            "https://a.example/",
+            &["*"],
+            true,
+        ))
+        .await?;
+    let second = metadata
+        .create_webhook(&new_webhook(None, "https://b.example/", &["*"], true))
+        .await?;
+
+    // Moving without deliveries is fine too.
+    assert!(metadata.enqueue_deliveries(0, seq, &[]).await?);
+    assert_eq!(metadata.webhook_cursor().await?, seq);
+
+    let batch = [
+        new_delivery(first.id, seq + 1, 1, NOW),
+        new_delivery(second.id, seq + 1, 1, NOW),
+    ];
+    assert!(metadata.enqueue_deliveries(seq, seq + 1, &batch).await?);
+    assert_eq!(metadata.webhook_cursor().await?, seq + 1);
+    // A dispatcher that read the cursor before the move lost the race:
+    // nothing of its batch is written.
+    let stale = [new_delivery(first.id, seq + 2, 1, NOW)];
+    assert!(!metadata.enqueue_deliveries(seq, seq + 2, &stale).await?);
+    assert_eq!(metadata.webhook_cursor().await?, seq + 1);
+
+    let due = metadata.due_deliveries(NOW, 10).await?;
+    assert_eq!(due.len(), 2);
+    for (delivery, wanted) in due.iter().zip(&batch) {
+        assert_eq!(delivery.hook, wanted.hook);
+        assert_eq!(delivery.guid, wanted.guid);
+        assert_eq!(delivery.event_seq, seq + 1);
+        assert_eq!(delivery.event_id, wanted.event_id);
+        assert_eq!(delivery.event_type, "branch.created");
+        assert_eq!(delivery.github_event, "create");
+        assert_eq!(delivery.attempt, 1);
+        assert!(!delivery.redelivery);
+        assert_eq!(delivery.status, DeliveryStatus::Pending);
+        assert_eq!(delivery.due_at, NOW);
+        assert_eq!(delivery.created_at, NOW);
+        assert_eq!(delivery.body, wanted.body);
+        assert_eq!(delivery.outcome, None);
+    }
+    assert_eq!(metadata.deliveries(first.id, None, 10).await?.len(), 1);
+
+    // A delivery for a webhook deleted meanwhile is dropped, not an error.
+    metadata.delete_webhook(second.id).await?;
+    let after_delete = [
+        new_delivery(first.id, seq + 2, 1, NOW),
+        new_delivery(second.id, seq + 2, 1, NOW),
+    ];
+    assert!(
+        metadata
+            .enqueue_deliveries(seq + 1, seq + 2, &after_delete)
+            .await?
+    );
+    let due = metadata.due_deliveries(NOW, 10).await?;
+    assert_eq!(
+        due.iter()
+            .map(|delivery| (delivery.hook, delivery.event_seq))
+            .collect::<Vec<_>>(),
+        [(first.id, seq + 1), (first.id, seq + 2)]
+    );
+    Ok(())
+}
+
+async fn due_deliveries_are_pending_and_due_oldest_first(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let hook = metadata
+        .create_webhook(&new_webhook(None, "https://a.example/", &["*"], true))
+        .await?;
+    let late = metadata
+        .add_delivery(&new_delivery(hook.id, 1, 1, NOW + 60))
+        .await?;
+    let early = metadata
+        .add_delivery(&new_delivery(hook.id, 2, 1, NOW))
+        .await?;
+    let same_time = metadata
+        .add_delivery(&new_delivery(hook.id, 3, 1, NOW))
+        .await?;
+    let finished = metadata
+        .add_delivery(&new_delivery(hook.id, 4, 1, NOW - 60))
+        .await?;
+    assert!(
+        metadata
+            .finish_delivery(finished.id, &answered(200, NOW - 59), None)
+            .await?
+    );
+
+    assert_eq!(metadata.due_deliveries(NOW - 1, 10).await?, []);
+    assert_eq!(
+        delivery_ids(&metadata.due_deliveries(NOW, 10).await?),
+        [early.id, same_time.id]
+    );
+    assert_eq!(
+        delivery_ids(&metadata.due_deliveries(NOW + 60, 10).await?),
+        [early.id, same_time.id, late.id]
+    );
+    assert_eq!(
+        delivery_ids(&metadata.due_deliveries(NOW + 60, 1).await?),
+        [early.id]
+    );
+    Ok(())
+}
+
+async fn finishing_a_delivery_records_its_outcome_once_and_schedules_the_retry(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let hook = metadata
+        .create_webhook(&new_webhook(None, "https://a.example/", &["*"], true))
+        .await?;
+    let first = metadata
+        .add_delivery(&new_delivery(hook.id, 7, 1, NOW))
+        .await?;
+
+    // Unreachable: failed, and the retry is scheduled in the same call.
+    let retry = new_delivery(hook.id, 7, 2, NOW + 30);
+    let outcome = unreachable_outcome(NOW + 10);
+    assert!(
+        metadata
+            .finish_delivery(first.id, &outcome, Some(&retry))
+            .await?
+    );
+    let recorded = metadata
+        .delivery(hook.id, first.id)
+        .await?
+        .expect("the delivery exists");
+    assert_eq!(recorded.status, DeliveryStatus::Failed);
+    assert_eq!(recorded.outcome, Some(outcome.clone()));
+    assert_eq!(recorded.attempt, 1);
+    // Only once: a second outcome (another dispatcher) is refused, and its
+    // retry is not scheduled.
+    let again = new_delivery(hook.id, 7, 3, NOW + 31);
+    assert!(
+        !metadata
+            .finish_delivery(first.id, &answered(200, NOW + 11), Some(&again))
+            .await?
+    );
+    assert_eq!(
+        metadata.delivery(hook.id, first.id).await?,
+        Some(recorded.clone())
+    );
+
+    assert_eq!(metadata.due_deliveries(NOW + 29, 10).await?, []);
+    let due = metadata.due_deliveries(NOW + 30, 10).await?;
+    assert_eq!(due.len(), 1);
+    let second = &due[0];
+    assert_eq!(
+        (second.attempt, second.guid.as_str(), second.due_at),
+        (2, first.guid.as_str(), NOW + 30)
+    );
+    assert_eq!(second.status, DeliveryStatus::Pending);
+
+    // Answered 2xx: succeeded, with what was sent and received.
+    let outcome = answered(204, NOW + 31);
+    assert!(metadata.finish_delivery(second.id, &outcome, None).await?);
+    let recorded = metadata
+        .delivery(hook.id, second.id)
+        .await?
+        .expect("the delivery exists");
+    assert_eq!(recorded.status, DeliveryStatus::Succeeded);
+    assert_eq!(recorded.outcome, Some(outcome));
+    assert_eq!(metadata.due_deliveries(NOW + 1000, 10).await?, []);
+
+    // Answered otherwise: failed, with the response kept.
+    let third = metadata
+        .add_delivery(&new_delivery(hook.id, 8, 1, NOW))
+        .await?;
+    let outcome = answered(500, NOW + 40);
+    assert!(metadata.finish_delivery(third.id, &outcome, None).await?);
+    let recorded = metadata
+        .delivery(hook.id, third.id)
+        .await?
+        .expect("the delivery exists");
+    assert_eq!(recorded.status, DeliveryStatus::Failed);
+    assert_eq!(recorded.outcome, Some(outcome));
+
+    assert!(
+        !metadata
+            .finish_delivery(third.id + 1000, &answered(200, NOW), None)
+            .await?
+    );
+    Ok(())
+}
+
+async fn the_delivery_log_pages_newest_first_per_webhook(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let hook = metadata
+        .create_webhook(&new_webhook(None, "https://a.example/", &["*"], true))
+        .await?;
+    let other = metadata
+        .create_webhook(&new_webhook(None, "https://b.example/", &["*"], true))
+        .await?;
+    let mut ids = Vec::new();
+    for seq in 1..=5 {
+        ids.push(
+            metadata
+                .add_delivery(&new_delivery(hook.id, seq, 1, NOW))
+                .await?
+                .id,
+        );
+        metadata
+            .add_delivery(&new_delivery(other.id, seq, 1, NOW))
+            .await?;
+    }
+    // A manual redelivery: a new attempt with the same guid.
+    let redelivery = NewDelivery {
+        redelivery: true,
+        attempt: 2,
+        ..new_delivery(hook.id, 3, 1, NOW + 100)
+    };
+    let added = metadata.add_delivery(&redelivery).await?;
+    assert!(added.redelivery);
+    assert_eq!(added.attempt, 2);
+    assert_eq!(added.guid, format!("guid-{}-3", hook.id));
+    assert_eq!(added.status, DeliveryStatus::Pending);
+    assert_eq!(added.due_at, NOW + 100);
+    assert_eq!(added.outcome, None);
+    assert_eq!(
+        metadata.delivery(hook.id, added.id).await?,
+        Some(added.clone())
+    );
+    ids.push(added.id);
+
+    let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
+    let page = metadata.deliveries(hook.id, None, 4).await?;
+    assert_eq!(delivery_ids(&page), newest_first[..4]);
+    let next = metadata.deliveries(hook.id, Some(page[3].id), 4).await?;
+    assert_eq!(delivery_ids(&next), newest_first[4..]);
+    assert_eq!(metadata.deliveries(hook.id, Some(ids[0]), 4).await?, []);
+    assert!(
+        metadata
+            .deliveries(other.id, None, 10)
+            .await?
+            .iter()
+            .all(|delivery| delivery.hook == other.id)
+    );
+
+    // Another webhook's delivery is not found through this one.
+    let others = metadata.deliveries(other.id, None, 1).await?;
+    assert_eq!(metadata.delivery(hook.id, others[0].id).await?, None);
+    assert_eq!(metadata.delivery(other.id, ids[0]).await?, None);
+    Ok(())
+}
+
+async fn pruning_forgets_finished_deliveries_only(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let hook = metadata
+        .create_webhook(&new_webhook(None, "https://a.example/", &["*"], true))
+        .await?;
+    let old_success = metadata
+        .add_delivery(&new_delivery(hook.id, 1, 1, NOW - DAY))
+        .await?;
+    let old_failure = metadata
+        .add_delivery(&new_delivery(hook.id, 2, 1, NOW - DAY))
+        .await?;
+    let recent = metadata
+        .add_delivery(&new_delivery(hook.id, 3, 1, NOW - DAY))
+        .await?;
+    let old_pending = metadata
+        .add_delivery(&new_delivery(hook.id, 4, 1, NOW - DAY))
+        .await?;
+    metadata
+        .finish_delivery(old_success.id, &answered(200, NOW - DAY), None)
+        .await?;
+    metadata
+        .finish_delivery(old_failure.id, &unreachable_outcome(NOW - DAY + 1), None)
+        .await?;
+    metadata
+        .finish_delivery(recent.id, &answered(200, NOW), None)
+        .await?;
+
+    assert_eq!(metadata.prune_deliveries(NOW).await?, 2);
+    assert_eq!(
+        delivery_ids(&metadata.deliveries(hook.id, None, 10).await?),
+        [old_pending.id, recent.id]
+    );
+    assert_eq!(metadata.prune_deliveries(NOW).await?, 0);
+    assert_eq!(
+        delivery_ids(&metadata.due_deliveries(NOW, 10).await?),
+        [old_pending.id]
+    );
+    Ok(())
+}
+
+async fn deleting_a_webhook_deletes_its_deliveries(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let metadata = database.open().await?;
+    let doomed = metadata
+        .create_webhook(&new_webhook(None, "https://a.example/", &["*"], true))
+        .await?;
+    let kept = metadata
+        .create_webhook(&new_webhook(None, "https://b.example/", &["*"], true))
+        .await?;
+    let finished = metadata
+        .add_delivery(&new_delivery(doomed.id, 1, 1, NOW))
+        .await?;
+    metadata
+        .finish_delivery(finished.id, &answered(200, NOW), None)
+        .await?;
+    let pending = metadata
+        .add_delivery(&new_delivery(doomed.id, 2, 1, NOW))
+        .await?;
+    let other = metadata
+        .add_delivery(&new_delivery(kept.id, 2, 1, NOW))
+        .await?;
+
+    assert!(metadata.delete_webhook(doomed.id).await?);
+    assert_eq!(metadata.deliveries(doomed.id, None, 10).await?, []);
+    assert_eq!(metadata.delivery(doomed.id, pending.id).await?, None);
+    assert_eq!(
+        delivery_ids(&metadata.due_deliveries(NOW, 10).await?),
+        [other.id]
+    );
+    // Its in-flight attempt cannot finish, nor schedule a retry.
+    assert!(
+        !metadata
+            .finish_delivery(
+                pending.id,
+                &unreachable_outcome(NOW + 1),
+                Some(&new_delivery(doomed.id, 2, 2, NOW + 30))
+            )
+            .await?
+    );
+    assert_eq!(metadata.deliveries(kept.id, None, 10).await?, [other]);
+    Ok(())
+}
+
 metadata_suite! {
     repo_state_counts_ref_changes,
     compaction_replaces_packs_and_retires_them,
@@ -2850,4 +3513,14 @@ metadata_suite! {
     login_flows_are_taken_once,
     signing_keys_are_kept_newest_first,
     audit_events_are_recorded_and_filtered,
+    webhooks_are_created_listed_updated_and_deleted,
+    webhooks_start_after_the_newest_event,
+    webhooks_for_a_repository_are_its_own_and_the_instance_ones,
+    deleting_a_repository_deletes_its_webhooks,
+    enqueueing_deliveries_moves_the_cursor_compare_and_swap,
+    due_deliveries_are_pending_and_due_oldest_first,
+    finishing_a_delivery_records_its_outcome_once_and_schedules_the_retry,
+    the_delivery_log_pages_newest_first_per_webhook,
+    pruning_forgets_finished_deliveries_only,
+    deleting_a_webhook_deletes_its_deliveries,
 }

@@ -24,6 +24,17 @@ use serde::{Deserialize, Serialize};
 
 /// The version of the event JSON.
 pub const SCHEMA_VERSION: u32 = 1;
+/// Every event type Nimbus emits today.
+pub const EVENT_TYPES: &[&str] = &[
+    "repository.created",
+    "repository.deleted",
+    "repository.renamed",
+    "branch.created",
+    "branch.deleted",
+    "tag.created",
+    "tag.deleted",
+    "push",
+];
 /// The most commits listed in a `push` event; `commit_count` counts all.
 pub const MAX_PUSH_COMMITS: usize = 20;
 /// The most commits counted for one ref update; beyond it the count stops

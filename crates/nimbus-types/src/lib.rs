@@ -2,7 +2,7 @@
 //! levels, and the traits that make object storage and metadata pluggable.
 //!
 //! This crate knows nothing of HTTP, SQL or S3. Backends implement the traits
-//! in [`storage`], [`metadata`] and [`identity`]; the protocol and web layers only see the
+//! in [`storage`], [`metadata`], [`identity`] and [`webhooks`]; the protocol and web layers only see the
 //! traits.
 
 pub mod access;
@@ -13,6 +13,7 @@ pub mod name;
 pub mod refs;
 pub mod repo;
 pub mod storage;
+pub mod webhooks;
 
 pub use access::{Access, Principal, Scope, ScopeError, Scopes, UserId};
 pub use gix_hash::ObjectId;

@@ -182,7 +182,9 @@ pub struct Collaborator {
 
 /// One backend for all metadata; it stores identities too.
 #[async_trait::async_trait]
-pub trait MetadataStore: crate::identity::IdentityStore + Send + Sync + 'static {
+pub trait MetadataStore:
+    crate::identity::IdentityStore + crate::webhooks::WebhookStore + Send + Sync + 'static
+{
     /// Create a repository; fails with [`MetadataError::RepositoryExists`]
     /// when the name is taken.
     async fn create_repository(&self, new: &NewRepository) -> Result<Repository, MetadataError> {

@@ -61,6 +61,11 @@ pub struct App {
     /// Publishes the outbox's events; `None` in one-shot commands (their
     /// events wait in the outbox for a server).
     pub relay: Option<Arc<nimbus_events::relay::Relay>>,
+    /// Sends webhooks; `None` in one-shot commands (their deliveries wait
+    /// in the database for a server).
+    pub webhooks: Option<Arc<nimbus_webhooks::dispatch::Dispatcher>>,
+    /// Which webhook URLs are accepted (the SSRF guard's allowlist).
+    pub webhook_policy: Arc<nimbus_webhooks::guard::AddressPolicy>,
     pub config: AppConfig,
 }
 

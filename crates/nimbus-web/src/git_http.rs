@@ -296,6 +296,9 @@ pub async fn receive_pack(
         .instrument(span)
         .await
         .map_err(|e| WebError::internal(&e))?;
+    if let Some(dispatcher) = &app.webhooks {
+        dispatcher.wake();
+    }
     if let Some(relay) = &app.relay {
         relay.wake();
     }

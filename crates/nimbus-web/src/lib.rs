@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod api_identity;
+pub mod api_webhooks;
 pub mod app;
 pub mod body;
 pub mod error;
@@ -147,6 +148,17 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
         Route::ApiRepo { name } => api::repo(app, &name, parts).await,
         Route::ApiCollaborators { repo } => api::collaborators(app, &repo, parts).await,
         Route::ApiCollaborator { repo, user } => api::collaborator(app, &repo, &user, parts).await,
+        Route::ApiHooks { repo } => api_webhooks::hooks(app, repo.as_deref(), parts).await,
+        Route::ApiHook { repo, id } => api_webhooks::hook(app, repo.as_deref(), &id, parts).await,
+        Route::ApiHookDeliveries { repo, id } => {
+            api_webhooks::deliveries(app, repo.as_deref(), &id, parts).await
+        }
+        Route::ApiHookDelivery { repo, id, delivery } => {
+            api_webhooks::delivery(app, repo.as_deref(), &id, &delivery, parts).await
+        }
+        Route::ApiHookRedeliver { repo, id, delivery } => {
+            api_webhooks::redeliver(app, repo.as_deref(), &id, &delivery, parts).await
+        }
         Route::ApiCurrentUser => api::current_user(app, parts).await,
         Route::ApiUsers => api::users(app, parts).await,
         Route::ApiUser { name } => api::user(app, &name, parts).await,

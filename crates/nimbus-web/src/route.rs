@@ -32,6 +32,33 @@ pub enum Route {
         repo: String,
         user: String,
     },
+    /// `/api/v1/repos/{name}/hooks`, or `/api/v1/hooks` (instance-wide)
+    /// when `repo` is `None`; likewise for the other webhook routes.
+    ApiHooks {
+        repo: Option<String>,
+    },
+    /// `…/hooks/{id}`
+    ApiHook {
+        repo: Option<String>,
+        id: String,
+    },
+    /// `…/hooks/{id}/deliveries`
+    ApiHookDeliveries {
+        repo: Option<String>,
+        id: String,
+    },
+    /// `…/hooks/{id}/deliveries/{delivery}`
+    ApiHookDelivery {
+        repo: Option<String>,
+        id: String,
+        delivery: String,
+    },
+    /// `…/hooks/{id}/deliveries/{delivery}/attempts`: redeliver.
+    ApiHookRedeliver {
+        repo: Option<String>,
+        id: String,
+        delivery: String,
+    },
     /// `/api/v1/user`: who am I.
     ApiCurrentUser,
     /// `/api/v1/users`
@@ -124,6 +151,10 @@ pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
         Route::ApiRepo { .. } => &["GET", "PATCH", "DELETE"],
         Route::ApiCollaborators { .. } => &["GET"],
         Route::ApiCollaborator { .. } => &["PUT", "DELETE"],
+        Route::ApiHooks { .. } => &["GET", "POST"],
+        Route::ApiHook { .. } => &["GET", "PATCH", "DELETE"],
+        Route::ApiHookDeliveries { .. } | Route::ApiHookDelivery { .. } => &["GET"],
+        Route::ApiHookRedeliver { .. } => &["POST"],
         Route::ApiCurrentUser => &["GET"],
         Route::ApiUsers => &["GET", "POST"],
         Route::ApiUser { .. } => &["GET", "DELETE"],
@@ -150,10 +181,40 @@ fn repo_segment(segment: &str) -> String {
 }
 
 /// Map a request path (without the query) to a route.
+/// The webhook routes below `…/hooks`, for `repo` (`None`: instance-wide).
+fn hook_route(repo: Option<&str>, rest: &[&str]) -> Route {
+    let repo = repo.map(str::to_owned);
+    let id = |id: &str| id.to_owned();
+    match rest {
+        [] => Route::ApiHooks { repo },
+        [hook] if !hook.is_empty() => Route::ApiHook { repo, id: id(hook) },
+        [hook, "deliveries"] if !hook.is_empty() => Route::ApiHookDeliveries { repo, id: id(hook) },
+        [hook, "deliveries", delivery] if !hook.is_empty() && !delivery.is_empty() => {
+            Route::ApiHookDelivery {
+                repo,
+                id: id(hook),
+                delivery: id(delivery),
+            }
+        }
+        [hook, "deliveries", delivery, "attempts"] if !hook.is_empty() && !delivery.is_empty() => {
+            Route::ApiHookRedeliver {
+                repo,
+                id: id(hook),
+                delivery: id(delivery),
+            }
+        }
+        _ => Route::NotFound,
+    }
+}
+
 pub fn route(path: &str) -> Route {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
     match segments.as_slice() {
+        ["api", "v1", "hooks", rest @ ..] => hook_route(None, rest),
+        ["api", "v1", "repos", repo, "hooks", rest @ ..] if !repo.is_empty() => {
+            hook_route(Some(repo), rest)
+        }
         ["healthz"] => Route::Health,
         ["login"] => Route::Login,
         ["logout"] => Route::Logout,
@@ -338,5 +399,62 @@ mod tests {
         ] {
             assert_eq!(route(path), Route::NotFound, "{path}");
         }
+    }
+
+    #[test]
+    fn webhook_routes_per_repository_and_instance() {
+        let repo = || Some("demo".to_owned());
+        assert_eq!(
+            route("/api/v1/repos/demo/hooks"),
+            Route::ApiHooks { repo: repo() }
+        );
+        assert_eq!(route("/api/v1/hooks"), Route::ApiHooks { repo: None });
+        assert_eq!(
+            route("/api/v1/repos/demo/hooks/3"),
+            Route::ApiHook {
+                repo: repo(),
+                id: "3".into()
+            }
+        );
+        assert_eq!(
+            route("/api/v1/hooks/3/deliveries"),
+            Route::ApiHookDeliveries {
+                repo: None,
+                id: "3".into()
+            }
+        );
+        assert_eq!(
+            route("/api/v1/repos/demo/hooks/3/deliveries/9"),
+            Route::ApiHookDelivery {
+                repo: repo(),
+                id: "3".into(),
+                delivery: "9".into()
+            }
+        );
+        assert_eq!(
+            route("/api/v1/hooks/3/deliveries/9/attempts"),
+            Route::ApiHookRedeliver {
+                repo: None,
+                id: "3".into(),
+                delivery: "9".into()
+            }
+        );
+        for path in [
+            "/api/v1/hooks/",
+            "/api/v1/repos//hooks",
+            "/api/v1/hooks/3/deliveries/",
+            "/api/v1/hooks/3/deliveries/9/attempts/1",
+            "/api/v1/hooks/3/other",
+        ] {
+            assert_eq!(route(path), Route::NotFound, "{path}");
+        }
+        assert_eq!(
+            allowed_methods(&Route::ApiHookRedeliver {
+                repo: None,
+                id: "3".into(),
+                delivery: "9".into()
+            }),
+            &["POST"]
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! recording what they do in the audit log (`nimbus audit`) as the owner.
 
 mod import;
+mod webhook_cmd;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -94,6 +95,8 @@ enum Command {
     Collaborator(CollaboratorCommand),
     /// Show the audit log, newest first.
     Audit(AuditArgs),
+    /// Manage webhooks and see their deliveries.
+    Webhook(webhook_cmd::WebhookArgs),
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +250,31 @@ struct ServeArgs {
     /// The JetStream stream that holds the events.
     #[arg(long, env = "NIMBUS_NATS_STREAM", default_value = "NIMBUS_EVENTS")]
     nats_stream: String,
+    #[command(flatten)]
+    webhooks: WebhookServeArgs,
+}
+
+/// How webhooks are sent.
+#[derive(Args, Debug)]
+struct WebhookServeArgs {
+    /// Non-public networks or addresses webhooks may reach, comma-separated
+    /// (`127.0.0.1,10.0.0.0/8,fd00::/8`). Loopback, private, link-local and
+    /// other non-public addresses are refused unless listed.
+    #[arg(long, env = "NIMBUS_WEBHOOK_ALLOW")]
+    webhook_allow: Option<String>,
+    /// The wait before the first retry of a failed delivery; it doubles
+    /// with every attempt, up to an hour.
+    #[arg(long, env = "NIMBUS_WEBHOOK_RETRY", default_value = "15s", value_parser = parse_duration)]
+    webhook_retry: std::time::Duration,
+    /// Attempts of one delivery, the first included.
+    #[arg(long, env = "NIMBUS_WEBHOOK_ATTEMPTS", default_value_t = 10)]
+    webhook_attempts: u32,
+    /// How long one attempt may take.
+    #[arg(long, env = "NIMBUS_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    webhook_timeout: std::time::Duration,
+    /// How long the delivery log keeps finished attempts.
+    #[arg(long, env = "NIMBUS_WEBHOOK_LOG_DAYS", default_value_t = 30)]
+    webhook_log_days: u64,
 }
 
 /// Sign-in settings: identity providers and abuse limits.
@@ -557,12 +585,44 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
             nimbus_events::relay::RelayConfig::default(),
         ))
     });
+    let webhook_policy = Arc::new(
+        match serve.and_then(|s| s.webhooks.webhook_allow.as_deref()) {
+            Some(list) => nimbus_webhooks::guard::AddressPolicy::with_allowlist(list)
+                .context("invalid NIMBUS_WEBHOOK_ALLOW")?,
+            None => nimbus_webhooks::guard::AddressPolicy::public_only(),
+        },
+    );
+    let webhooks = match serve {
+        Some(args) => {
+            // Links in payloads: the public URL, else the listen address.
+            let base_url = public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", args.listen));
+            let hooks = &args.webhooks;
+            let mut config = nimbus_webhooks::dispatch::DispatcherConfig::new(
+                &base_url,
+                webhook_policy.as_ref().clone(),
+            );
+            config.retry_base = hooks.webhook_retry;
+            config.max_attempts = hooks.webhook_attempts.max(1);
+            config.timeout = hooks.webhook_timeout;
+            config.keep_log =
+                std::time::Duration::from_secs(hooks.webhook_log_days.saturating_mul(86400));
+            Some(Arc::new(
+                nimbus_webhooks::dispatch::Dispatcher::new(meta.clone(), config)
+                    .context("cannot set up webhooks")?,
+            ))
+        }
+        None => None,
+    };
     let app = Arc::new(App {
         meta: meta.clone(),
         git,
         maintainer,
         access,
         relay,
+        webhooks,
+        webhook_policy,
         sessions: Arc::new(Sessions::new(meta.clone(), keys)),
         providers: Arc::new(providers),
         limits: Arc::new(AuthLimits::new(
@@ -607,6 +667,9 @@ async fn serve(storage: &StorageArgs, args: &ServeArgs) -> Result<()> {
     }
     if let Some(relay) = &backends.app.relay {
         relay.spawn();
+    }
+    if let Some(dispatcher) = &backends.app.webhooks {
+        dispatcher.spawn();
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -1308,6 +1371,7 @@ fn main() -> Result<()> {
                 Command::Token(command) => token_command(&cli.storage, command).await,
                 Command::Collaborator(command) => collaborator_command(&cli.storage, command).await,
                 Command::Audit(args) => audit_command(&cli.storage, args).await,
+                Command::Webhook(args) => webhook_cmd::webhook_command(&cli.storage, args).await,
             }
         })
         .or_else(|err| {

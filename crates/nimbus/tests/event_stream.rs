@@ -7,7 +7,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
-use support::{Git, NimbusServer, OWNER_TOKEN};
+use support::{Git, NimbusServer, OWNER_TOKEN, commit_and_push};
 
 #[derive(Debug, Clone)]
 struct SseEvent {
@@ -85,21 +85,6 @@ fn read_stream(
     got
 }
 
-fn push(
-    server: &NimbusServer,
-    repo: &str,
-    dir: &std::path::Path,
-    git: &Git,
-    label: &str,
-) -> String {
-    let id = git.commit(dir, label, &[("file.txt", label)], 1_700_000_000);
-    git.run(
-        dir,
-        &["push", "-q", &server.push_url(repo), "HEAD:refs/heads/main"],
-    );
-    id
-}
-
 #[test]
 fn readers_see_only_readable_repositories_and_resume_without_gaps() {
     let server = NimbusServer::start();
@@ -137,9 +122,9 @@ fn readers_see_only_readable_repositories_and_resume_without_gaps() {
 
     // Bob's stream: pushes to both repositories, his only from "mine".
     let first = read_stream(&server, "", &bob, None, 3, || {
-        push(&server, "theirs", theirs.path(), &git, "t1");
-        push(&server, "mine", mine.path(), &git, "m1");
-        push(&server, "mine", mine.path(), &git, "m2");
+        commit_and_push(&server, &git, theirs.path(), "theirs", "t1");
+        commit_and_push(&server, &git, mine.path(), "mine", "m1");
+        commit_and_push(&server, &git, mine.path(), "mine", "m2");
     });
     let kinds: Vec<&str> = first.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["branch.created", "push", "push"], "{first:#?}");
@@ -151,8 +136,8 @@ fn readers_see_only_readable_repositories_and_resume_without_gaps() {
 
     // Disconnected after two; meanwhile two more pushes (one unreadable).
     let resumed = read_stream(&server, "", &bob, Some(&first[1].id), 2, || {
-        push(&server, "theirs", theirs.path(), &git, "t2");
-        push(&server, "mine", mine.path(), &git, "m3");
+        commit_and_push(&server, &git, theirs.path(), "theirs", "t2");
+        commit_and_push(&server, &git, mine.path(), "mine", "m3");
     });
     assert_eq!(
         resumed[0].id, first[2].id,

@@ -9,6 +9,7 @@ pub mod git;
 pub mod http_backend;
 pub mod nats;
 pub mod oidc;
+pub mod receiver;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -811,4 +812,21 @@ pub fn basic_authorization(user: &str, password: &str) -> String {
         }
     }
     format!("Basic {encoded}")
+}
+
+/// Commit `label` to `file.txt` in `dir` and push it to `repo`'s `main` as
+/// the owner; the new commit's id.
+pub fn commit_and_push(
+    server: &NimbusServer,
+    git: &Git,
+    dir: &Path,
+    repo: &str,
+    label: &str,
+) -> String {
+    let id = git.commit(dir, label, &[("file.txt", label)], 1_700_000_000);
+    git.run(
+        dir,
+        &["push", "-q", &server.push_url(repo), "HEAD:refs/heads/main"],
+    );
+    id
 }
