@@ -62,6 +62,9 @@ pub enum InstanceAction {
 pub enum Surface {
     Git,
     Api,
+    /// The server-rendered pages: like git, no `api` scope is needed (a web
+    /// session has every scope; its reads are the signed-in user's).
+    Web,
 }
 
 /// Who asks, as the policy needs to know them.

@@ -7,6 +7,7 @@
 //! caller.
 
 pub mod advertise;
+pub mod browse;
 pub mod bundle;
 pub mod fetch_client;
 pub mod maintenance;

@@ -15,6 +15,7 @@ pub mod event_stream;
 pub mod git_http;
 pub mod route;
 pub mod session_http;
+pub mod ui;
 
 pub use app::{App, AppConfig, Audit};
 
@@ -176,6 +177,20 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
             subject,
         } => api_identity::identity(app, &name, &provider, &subject, parts).await,
         Route::ApiEvents => event_stream::events(app, parts).await,
+        Route::Dashboard => ui::repo::dashboard(app, parts).await,
+        Route::RepoHome { repo } => ui::repo::home(app, &repo, parts).await,
+        Route::RepoPage { repo, page, rest } => {
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            match page {
+                route::RepoPage::Tree => ui::repo::tree(app, &repo, &rest, parts).await,
+                route::RepoPage::Blob => ui::repo::blob(app, &repo, &rest, parts).await,
+                route::RepoPage::Raw => ui::repo::raw(app, &repo, &rest, parts).await,
+                route::RepoPage::Commits => ui::repo::commits(app, &repo, &rest, parts).await,
+                route::RepoPage::Commit => {
+                    ui::repo::commit(app, &repo, rest.first().copied().unwrap_or(""), parts).await
+                }
+            }
+        }
         Route::Login => session_http::login(app, parts).await,
         Route::Logout => session_http::logout(app, parts).await,
         Route::LoginProvider { provider } => {

@@ -1,6 +1,16 @@
 //! The URL scheme, as a pure function from method and path to a route.
 //! Repository paths accept the name with or without `.git`.
 
+/// The pages of a repository below its home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoPage {
+    Tree,
+    Blob,
+    Raw,
+    Commits,
+    Commit,
+}
+
 /// What a request is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -100,6 +110,20 @@ pub enum Route {
         provider: String,
         subject: String,
     },
+    /// `/`: the repositories the visitor may see.
+    Dashboard,
+    /// `/{repo}`: the repository's home page.
+    RepoHome {
+        repo: String,
+    },
+    /// `/{repo}/{page}/{rest...}` for the pages `tree`, `blob`, `raw`,
+    /// `commits` (rest: a revision, then a path, segments still
+    /// percent-encoded) and `commit` (rest: one commit id).
+    RepoPage {
+        repo: String,
+        page: RepoPage,
+        rest: Vec<String>,
+    },
     /// `/login`: the sign-in form.
     Login,
     /// `/logout`
@@ -145,7 +169,11 @@ pub fn is_git(route: &Route) -> bool {
 /// Which methods a route answers, for `405` responses.
 pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
     match route {
-        Route::Health | Route::InfoRefs { .. } => &["GET", "HEAD"],
+        Route::Health
+        | Route::InfoRefs { .. }
+        | Route::Dashboard
+        | Route::RepoHome { .. }
+        | Route::RepoPage { .. } => &["GET", "HEAD"],
         Route::UploadPack { .. } | Route::ReceivePack { .. } => &["POST"],
         Route::ApiRepos => &["GET", "POST"],
         Route::ApiRepo { .. } => &["GET", "PATCH", "DELETE"],
@@ -287,6 +315,25 @@ pub fn route(path: &str) -> Route {
         [repo, "git-receive-pack"] if !repo.is_empty() => Route::ReceivePack {
             repo: repo_segment(repo),
         },
+        [""] => Route::Dashboard,
+        [repo] if !repo.is_empty() => Route::RepoHome {
+            repo: repo_segment(repo),
+        },
+        [repo, page, rest @ ..] if !repo.is_empty() => {
+            let page = match *page {
+                "tree" => RepoPage::Tree,
+                "blob" if !rest.is_empty() => RepoPage::Blob,
+                "raw" if !rest.is_empty() => RepoPage::Raw,
+                "commits" => RepoPage::Commits,
+                "commit" if rest.len() == 1 && !rest[0].is_empty() => RepoPage::Commit,
+                _ => return Route::NotFound,
+            };
+            Route::RepoPage {
+                repo: (*repo).to_owned(),
+                page,
+                rest: rest.iter().map(|segment| (*segment).to_owned()).collect(),
+            }
+        }
         _ => Route::NotFound,
     }
 }
@@ -350,8 +397,6 @@ mod tests {
             Route::ApiUserTokens { name: "bob".into() }
         );
         for path in [
-            "/",
-            "/demo",
             "/demo/info",
             "/demo/objects/info/packs",
             "//info/refs",
@@ -455,6 +500,72 @@ mod tests {
                 delivery: "9".into()
             }),
             &["POST"]
+        );
+    }
+
+    #[test]
+    fn web_pages_beside_git_paths() {
+        assert_eq!(route("/"), Route::Dashboard);
+        assert_eq!(
+            route("/demo"),
+            Route::RepoHome {
+                repo: "demo".into()
+            }
+        );
+        assert_eq!(
+            route("/demo.git"),
+            Route::RepoHome {
+                repo: "demo".into()
+            }
+        );
+        let page = |page, rest: &[&str]| Route::RepoPage {
+            repo: "demo".into(),
+            page,
+            rest: rest.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            route("/demo/tree/feature/x/src"),
+            page(RepoPage::Tree, &["feature", "x", "src"])
+        );
+        assert_eq!(route("/demo/tree"), page(RepoPage::Tree, &[]));
+        assert_eq!(
+            route("/demo/blob/main/a%20b.txt"),
+            page(RepoPage::Blob, &["main", "a%20b.txt"])
+        );
+        assert_eq!(
+            route("/demo/raw/main/x"),
+            page(RepoPage::Raw, &["main", "x"])
+        );
+        assert_eq!(
+            route("/demo/commits/main"),
+            page(RepoPage::Commits, &["main"])
+        );
+        assert_eq!(
+            route("/demo/commit/abc123"),
+            page(RepoPage::Commit, &["abc123"])
+        );
+        for path in [
+            "/demo/blob",
+            "/demo/raw",
+            "/demo/commit",
+            "/demo/commit/a/b",
+            "/demo/wiki",
+            "/demo/info",
+        ] {
+            assert_eq!(route(path), Route::NotFound, "{path}");
+        }
+        // Git's own paths win.
+        assert_eq!(
+            route("/demo/info/refs"),
+            Route::InfoRefs {
+                repo: "demo".into()
+            }
+        );
+        assert_eq!(
+            route("/demo/git-upload-pack"),
+            Route::UploadPack {
+                repo: "demo".into()
+            }
         );
     }
 }

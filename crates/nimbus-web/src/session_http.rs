@@ -179,23 +179,14 @@ fn page(status: StatusCode, title: &str, content: Markup) -> Response {
     };
     let mut response =
         warp::reply::with_status(warp::reply::html(markup.into_string()), status).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
+    crate::ui::layout::protect(
+        &mut response,
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -252,6 +243,13 @@ async fn read_form<T: for<'de> Deserialize<'de>>(parts: RequestParts) -> Result<
         .map_err(|e| WebError::bad_request(e.to_string()))?;
     serde_urlencoded::from_bytes(&bytes)
         .map_err(|e| WebError::bad_request(format!("invalid form: {e}")))
+}
+
+/// Read and drop a refused form's body (bounded), so the connection stays
+/// usable: a response sent before the request body was read makes the
+/// server close a connection the client may already be reusing.
+async fn drain(parts: RequestParts) {
+    let _ = body::read_limited(parts.body, MAX_FORM_BYTES).await;
 }
 
 /// Refuse a state-changing request another site made the browser send.
@@ -421,7 +419,10 @@ pub async fn login(app: &App, parts: RequestParts) -> Result<Response, WebError>
 }
 
 async fn login_post(app: &App, parts: RequestParts) -> Result<Response, WebError> {
-    check_origin(app, &parts)?;
+    if let Err(err) = check_origin(app, &parts) {
+        drain(parts).await;
+        return Err(err);
+    }
     let client = parts.client.clone();
     let headers = parts.headers.clone();
     let form: LoginForm = read_form(parts).await?;
@@ -534,6 +535,7 @@ struct CsrfForm {
 /// `POST /logout`
 pub async fn logout(app: &App, parts: RequestParts) -> Result<Response, WebError> {
     if let Err(err) = check_origin(app, &parts) {
+        drain(parts).await;
         return Ok(error_page(err));
     }
     let Some(session) = parts.session.clone() else {
@@ -843,6 +845,7 @@ pub async fn invite(app: &App, secret: &str, parts: RequestParts) -> Result<Resp
         return Ok(with_csrf_cookie(app, response, &csrf, new));
     }
     if let Err(err) = check_origin(app, &parts) {
+        drain(parts).await;
         return Ok(error_page(err));
     }
     let client = parts.client.clone();
@@ -943,6 +946,7 @@ struct PasswordForm {
 /// session, and start a new one here.
 pub async fn account_password(app: &App, parts: RequestParts) -> Result<Response, WebError> {
     if let Err(err) = check_origin(app, &parts) {
+        drain(parts).await;
         return Ok(error_page(err));
     }
     let Some(session) = parts.session.clone() else {

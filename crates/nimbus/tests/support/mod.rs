@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod browser_driver;
 pub mod cloud;
 pub mod git;
 pub mod http_backend;

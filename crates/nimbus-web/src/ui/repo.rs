@@ -1,0 +1,845 @@
+//! The dashboard and the repository pages:
+//! `/`, `/{repo}`, `/{repo}/tree/{rev}/{path}`, `/{repo}/blob/{rev}/{path}`,
+//! `/{repo}/raw/{rev}/{path}`, `/{repo}/commits/{rev}[/{path}]` and
+//! `/{repo}/commit/{id}`.
+//!
+//! A revision in a URL may contain slashes (`feature/x`); the longest run of
+//! segments naming a branch or tag wins, as on GitHub.
+
+use super::layout::{Viewer, error_page, page, size, when};
+use super::markdown::{self, DocumentBase};
+use super::{decode, path as encode_path, segment};
+use crate::error::WebError;
+use crate::git_http::auth_failure;
+use crate::{App, RequestParts};
+use maud::{Markup, PreEscaped, html};
+use nimbus_auth::{Decision, RepoAction, Surface};
+use nimbus_git::browse::{
+    self, CommitDetail, DiffLimits, EntryKind, FileDiff, LineKind, PathTarget, Resolved, TreeEntry,
+};
+use nimbus_git::objects::Objects;
+use nimbus_types::{Principal, RepoName, Repository, Visibility};
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::{Reply, Response};
+
+/// Commits per page of history.
+const LOG_PAGE: usize = 50;
+/// The most of a file shown on its page; the rest is behind "raw".
+const MAX_SHOWN_BYTES: usize = 512 << 10;
+/// The most of a README rendered on the repository page.
+const MAX_README_BYTES: usize = 512 << 10;
+/// The most bytes `raw` serves.
+const MAX_RAW_BYTES: usize = 64 << 20;
+const DIFF_LIMITS: DiffLimits = DiffLimits {
+    max_files: 300,
+    max_bytes_per_file: 512 << 10,
+    max_lines_total: 20_000,
+};
+
+/// What a page is about, after the access check.
+struct Context {
+    viewer: Viewer,
+    repo: Repository,
+}
+
+fn viewer(parts: &RequestParts) -> (Principal, Viewer) {
+    match &parts.session {
+        Some(session) => (
+            session.principal(),
+            Viewer {
+                name: Some(session.user.name.clone()),
+            },
+        ),
+        None => (Principal::Anonymous, Viewer::default()),
+    }
+}
+
+fn redirect(location: &str) -> Response {
+    let mut response = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// The repository `name` if the visitor may read it; else the page to show
+/// (anonymous visitors are sent to sign in, as a private repository is
+/// never revealed).
+async fn open(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Response> {
+    let (principal, viewer) = viewer(parts);
+    let repo = match RepoName::new(name) {
+        Ok(valid) => app
+            .meta
+            .repository(&valid)
+            .await
+            .map_err(|e| WebError::internal(&e).into_response())?,
+        Err(_) => None,
+    };
+    let decision = app
+        .access
+        .authorize_repo(&principal, repo.as_ref(), RepoAction::Read, Surface::Web)
+        .await
+        .map_err(|e| auth_failure(e).into_response())?;
+    match (decision, repo) {
+        (Decision::Allow, Some(repo)) => Ok(Context { viewer, repo }),
+        (Decision::Unauthenticated, _) => Err(redirect(&format!(
+            "/login?next={}",
+            segment(&parts.path).replace("%2F", "/")
+        ))),
+        _ => Err(error_page(
+            StatusCode::NOT_FOUND,
+            &viewer,
+            &format!("Repository '{name}' was not found."),
+        )),
+    }
+}
+
+fn internal(viewer: &Viewer, err: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %err, "a page failed");
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        viewer,
+        "Something went wrong on the server; it was logged.",
+    )
+}
+
+/// Run `work` on the repository's objects on a blocking thread.
+async fn with_objects<T: Send + 'static>(
+    app: &App,
+    context: &Context,
+    work: impl FnOnce(&[nimbus_types::Ref], &mut Objects) -> Result<T, browse::BrowseError>
+    + Send
+    + 'static,
+) -> Result<T, Response> {
+    let snapshot = app
+        .git
+        .snapshot(&context.repo)
+        .await
+        .map_err(|e| internal(&context.viewer, &e))?;
+    let viewer = context.viewer.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut objects = Objects::new(snapshot.db.handle());
+        work(&snapshot.refs, &mut objects)
+    })
+    .await
+    .map_err(|e| internal(&viewer, &e))?
+    .map_err(|e| internal(&context.viewer, &e))
+}
+
+fn repo_header(context: &Context, current: &str, rev: &str) -> Markup {
+    let name = context.repo.name.as_str();
+    let rev = encode_path(rev);
+    html! {
+        h1 {
+            a href={ "/" (name) } { (name) } " "
+            span.badge { (context.repo.visibility) }
+        }
+        nav.tabs {
+            a.current[current == "code"] href={ "/" (name) "/tree/" (rev) } { "Code" }
+            a.current[current == "commits"] href={ "/" (name) "/commits/" (rev) } { "Commits" }
+        }
+    }
+}
+
+fn breadcrumbs(repo: &str, rev: &str, path: &str) -> Markup {
+    let rev = encode_path(rev);
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    html! {
+        div.crumbs {
+            a href={ "/" (repo) "/tree/" (rev) } { (repo) }
+            @for (index, part) in parts.iter().enumerate() {
+                " / "
+                @if index + 1 == parts.len() {
+                    strong { (part) }
+                } @else {
+                    a href={ "/" (repo) "/tree/" (rev) "/" (encode_path(&parts[..=index].join("/"))) } { (part) }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /`: the repositories the visitor may see, most recently active first.
+pub async fn dashboard(app: &App, parts: RequestParts) -> Result<Response, WebError> {
+    let (principal, viewer) = viewer(&parts);
+    let mut repos = Vec::new();
+    for repo in app
+        .meta
+        .list_repositories()
+        .await
+        .map_err(|e| WebError::internal(&e))?
+    {
+        if app
+            .access
+            .lists_repo(&principal, &repo)
+            .await
+            .map_err(auth_failure)?
+        {
+            repos.push(repo);
+        }
+    }
+    repos.sort_by_key(|repo| std::cmp::Reverse(repo.updated_at));
+    Ok(page(
+        StatusCode::OK,
+        "Repositories",
+        &viewer,
+        html! {
+            h1 { "Repositories" }
+            @if repos.is_empty() {
+                p.muted { "No repositories yet." @if viewer.name.is_none() { " " a href="/login" { "Sign in" } " to see private ones." } }
+            } @else {
+                div.box { table.list #repos {
+                    @for repo in &repos {
+                        tr {
+                            td {
+                                a href={ "/" (repo.name) } { strong { (repo.name) } } " "
+                                @if repo.visibility != Visibility::Public { span.badge { (repo.visibility) } }
+                            }
+                            td.when { "updated " (when(repo.updated_at)) }
+                        }
+                    }
+                } }
+            }
+        },
+    ))
+}
+
+/// The first segments of `rest` as a revision, the others as a path.
+fn split_rev(
+    refs: &[nimbus_types::Ref],
+    objects: &mut Objects,
+    rest: &[String],
+) -> Result<Option<(Resolved, String)>, browse::BrowseError> {
+    let segments: Vec<&str> = rest.iter().map(String::as_str).collect();
+    Ok(browse::resolve(refs, objects, &segments)?.map(|resolved| {
+        let path = rest[resolved.consumed.min(rest.len())..].join("/");
+        (resolved, path)
+    }))
+}
+
+fn decoded(rest: &[&str]) -> Option<Vec<String>> {
+    rest.iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| decode(s))
+        .collect()
+}
+
+fn readme_name(entries: &[TreeEntry]) -> Option<&TreeEntry> {
+    const NAMES: [&str; 5] = [
+        "README.md",
+        "readme.md",
+        "README.markdown",
+        "README",
+        "README.txt",
+    ];
+    NAMES.iter().find_map(|wanted| {
+        entries
+            .iter()
+            .find(|entry| entry.name == *wanted && entry.kind == EntryKind::File)
+    })
+}
+
+fn entry_rows(repo: &str, rev: &str, dir: &str, entries: &[TreeEntry]) -> Markup {
+    let rev = encode_path(rev);
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", encode_path(dir))
+    };
+    html! {
+        table.list #files {
+            @for entry in entries {
+                tr {
+                    td {
+                        @match entry.kind {
+                            EntryKind::Dir => { a.dir href={ "/" (repo) "/tree/" (rev) "/" (prefix) (segment(&entry.name)) } { (entry.name) "/" } }
+                            EntryKind::Submodule => { (entry.name) " " span.muted { "@ " (entry.id.to_hex_with_len(7)) } }
+                            _ => { a href={ "/" (repo) "/blob/" (rev) "/" (prefix) (segment(&entry.name)) } { (entry.name) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /{repo}`: the default branch's files and README.
+pub async fn home(app: &App, name: &str, parts: RequestParts) -> Result<Response, WebError> {
+    let context = match open(app, name, &parts).await {
+        Ok(context) => context,
+        Err(response) => return Ok(response),
+    };
+    let branch = context.repo.default_branch.clone();
+    let found = with_objects(app, &context, move |refs, objects| {
+        let Some(resolved) = browse::resolve(refs, objects, &[branch.as_str()])? else {
+            return Ok(None);
+        };
+        let PathTarget::Tree {
+            entries, truncated, ..
+        } = browse::lookup_path(objects, resolved.commit, b"")?
+        else {
+            return Ok(None);
+        };
+        let listing = Listing { entries, truncated };
+        let readme = match readme_name(&listing.entries) {
+            Some(entry) => {
+                let blob = browse::read_blob(objects, entry.id, MAX_README_BYTES)?;
+                Some((entry.name.clone(), blob))
+            }
+            None => None,
+        };
+        let head = browse::commit_detail(objects, resolved.commit)?;
+        Ok(Some((resolved, listing, readme, head)))
+    })
+    .await;
+    let found = match found {
+        Ok(found) => found,
+        Err(response) => return Ok(response),
+    };
+    let repo = context.repo.name.as_str();
+    let clone_url = format!("{}/{}.git", crate::api::base_url(app, &parts), repo);
+    let body = match found {
+        None => html! {
+            (repo_header(&context, "code", &context.repo.default_branch))
+            div.box {
+                div.head { "This repository is empty." }
+                div.markdown {
+                    p { "Push an existing repository:" }
+                    pre { code { "git remote add origin " (clone_url) "\ngit push -u origin " (context.repo.default_branch) } }
+                }
+            }
+        },
+        Some((resolved, listing, readme, head)) => html! {
+            (repo_header(&context, "code", &resolved.label))
+            p { "Clone: " code.clone #clone-url { (clone_url) } }
+            div.box {
+                div.head {
+                    span.muted { (resolved.label) }
+                    a href={ "/" (repo) "/commit/" (head.id) } { (head.summary()) }
+                    span.actions.muted { (head.author.name) " · " (when(head.committer.time)) }
+                }
+                (listing_box(repo, &resolved.label, "", &listing))
+            }
+            @if let Some((readme_name, blob)) = readme {
+                div.box #readme {
+                    div.head { strong { (readme_name) } }
+                    (readme_html(repo, &resolved.label, "", &readme_name, &blob))
+                }
+            }
+        },
+    };
+    Ok(page(StatusCode::OK, repo, &context.viewer, body))
+}
+
+/// A directory's entries, at most `browse::MAX_TREE_ENTRIES`.
+struct Listing {
+    entries: Vec<TreeEntry>,
+    truncated: bool,
+}
+
+fn listing_box(repo: &str, rev: &str, dir: &str, listing: &Listing) -> Markup {
+    html! {
+        (entry_rows(repo, rev, dir, &listing.entries))
+        @if listing.truncated { p.muted { "Only the first " (listing.entries.len()) " entries are shown." } }
+    }
+}
+
+fn readme_html(repo: &str, rev: &str, dir: &str, name: &str, blob: &browse::Blob) -> Markup {
+    let text = String::from_utf8_lossy(&blob.data);
+    if name.ends_with(".md") || name.ends_with(".markdown") {
+        let repo_path = format!("/{repo}");
+        let rev = encode_path(rev);
+        let dir = encode_path(dir);
+        let base = DocumentBase {
+            repo_path: &repo_path,
+            rev: &rev,
+            dir: &dir,
+        };
+        html! { div.markdown { (PreEscaped(markdown::render(&text, Some(&base)))) } }
+    } else {
+        html! { div.markdown { pre { (text) } } }
+    }
+}
+
+/// `GET /{repo}/tree/{rev}/{path}`.
+pub async fn tree(
+    app: &App,
+    name: &str,
+    rest: &[&str],
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let context = match open(app, name, &parts).await {
+        Ok(context) => context,
+        Err(response) => return Ok(response),
+    };
+    let Some(rest) = decoded(rest) else {
+        return Ok(error_page(
+            StatusCode::NOT_FOUND,
+            &context.viewer,
+            "No such path.",
+        ));
+    };
+    let rest = if rest.is_empty() {
+        vec![context.repo.default_branch.clone()]
+    } else {
+        rest
+    };
+    let found = with_objects(app, &context, move |refs, objects| {
+        let Some((resolved, path)) = split_rev(refs, objects, &rest)? else {
+            return Ok(None);
+        };
+        let target = browse::lookup_path(objects, resolved.commit, path.as_bytes())?;
+        let readme = match &target {
+            PathTarget::Tree { entries, .. } => match readme_name(entries) {
+                Some(entry) => Some((
+                    entry.name.clone(),
+                    browse::read_blob(objects, entry.id, MAX_README_BYTES)?,
+                )),
+                None => None,
+            },
+            _ => None,
+        };
+        Ok(Some((resolved, path, target, readme)))
+    })
+    .await;
+    let repo = context.repo.name.as_str();
+    match found {
+        Err(response) => Ok(response),
+        Ok(Some((
+            resolved,
+            path,
+            PathTarget::Tree {
+                entries, truncated, ..
+            },
+            readme,
+        ))) => {
+            let listing = Listing { entries, truncated };
+            let title = if path.is_empty() {
+                format!("{repo} at {}", resolved.label)
+            } else {
+                format!("{path} at {} · {repo}", resolved.label)
+            };
+            let body = html! {
+                (repo_header(&context, "code", &resolved.label))
+                (breadcrumbs(repo, &resolved.label, &path))
+                div.box { (listing_box(repo, &resolved.label, &path, &listing)) }
+                @if let Some((readme_name, blob)) = readme {
+                    div.box #readme {
+                        div.head { strong { (readme_name) } }
+                        (readme_html(repo, &resolved.label, &path, &readme_name, &blob))
+                    }
+                }
+            };
+            Ok(page(StatusCode::OK, &title, &context.viewer, body))
+        }
+        Ok(Some((resolved, path, PathTarget::Blob { .. } | PathTarget::Symlink { .. }, _))) => {
+            Ok(redirect(&format!(
+                "/{repo}/blob/{}/{}",
+                encode_path(&resolved.label),
+                encode_path(&path)
+            )))
+        }
+        Ok(_) => Ok(error_page(
+            StatusCode::NOT_FOUND,
+            &context.viewer,
+            "No such revision or directory.",
+        )),
+    }
+}
+
+/// The file at `rest` (a revision, then a path), at most `max_bytes` of it,
+/// once the visitor may read the repository; else the page to show.
+async fn file_at(
+    app: &App,
+    name: &str,
+    rest: &[&str],
+    parts: &RequestParts,
+    max_bytes: usize,
+) -> Result<(Context, Resolved, String, browse::Blob), Response> {
+    let context = open(app, name, parts).await?;
+    let not_found = |context: &Context| {
+        error_page(
+            StatusCode::NOT_FOUND,
+            &context.viewer,
+            "No such revision or file.",
+        )
+    };
+    let Some(rest) = decoded(rest) else {
+        return Err(not_found(&context));
+    };
+    let found = with_objects(app, &context, move |refs, objects| {
+        let Some((resolved, path)) = split_rev(refs, objects, &rest)? else {
+            return Ok(None);
+        };
+        match browse::lookup_path(objects, resolved.commit, path.as_bytes())? {
+            PathTarget::Blob { id, .. } | PathTarget::Symlink { id, .. } => {
+                let blob = browse::read_blob(objects, id, max_bytes)?;
+                Ok(Some((resolved, path, blob)))
+            }
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    match found {
+        Some((resolved, path, blob)) => Ok((context, resolved, path, blob)),
+        None => Err(not_found(&context)),
+    }
+}
+
+/// `GET /{repo}/blob/{rev}/{path}`: a file with line numbers.
+pub async fn blob(
+    app: &App,
+    name: &str,
+    rest: &[&str],
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let (context, resolved, path, blob) =
+        match file_at(app, name, rest, &parts, MAX_SHOWN_BYTES).await {
+            Ok(found) => found,
+            Err(response) => return Ok(response),
+        };
+    let repo = context.repo.name.as_str();
+    let raw = format!(
+        "/{repo}/raw/{}/{}",
+        encode_path(&resolved.label),
+        encode_path(&path)
+    );
+    let text = String::from_utf8_lossy(&blob.data);
+    let body = html! {
+        (repo_header(&context, "code", &resolved.label))
+        (breadcrumbs(repo, &resolved.label, &path))
+        div.box {
+            div.head {
+                span.muted { (size(blob.size)) }
+                @if !blob.binary { span.muted { (text.lines().count()) " lines" } }
+                span.actions {
+                    a #raw href=(raw) { "Raw" }
+                    a href={ (raw) "?download=1" } { "Download" }
+                    a href={ "/" (repo) "/commits/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "History" }
+                }
+            }
+            @if blob.binary {
+                p.markdown { "Binary file not shown. " a href=(raw) { "View raw" } }
+            } @else {
+                @if blob.truncated {
+                    p.markdown.muted #truncated { "This file is large; only its first " (size(blob.data.len() as u64)) " are shown. " a href=(raw) { "View the whole file" } }
+                }
+                div.scroll { table.code #code {
+                    @for (index, line) in text.lines().enumerate() {
+                        tr id={ "L" (index + 1) } {
+                            td.num { a href={ "#L" (index + 1) } { (index + 1) } }
+                            td.text { (line) }
+                        }
+                    }
+                } }
+            }
+        }
+    };
+    Ok(page(
+        StatusCode::OK,
+        &format!("{path} at {} · {repo}", resolved.label),
+        &context.viewer,
+        body,
+    ))
+}
+
+/// `GET /{repo}/raw/{rev}/{path}`: the file's bytes, never run: text as
+/// plain text, a few image types as images, everything else as a download,
+/// under a sandboxing Content-Security-Policy.
+pub async fn raw(
+    app: &App,
+    name: &str,
+    rest: &[&str],
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let (context, _, path, blob) = match file_at(app, name, rest, &parts, MAX_RAW_BYTES).await {
+        Ok(found) => found,
+        Err(response) => return Ok(response),
+    };
+    if blob.truncated {
+        return Ok(error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &context.viewer,
+            &format!(
+                "This file is {}; files over {} are not served here. Clone the repository to get it.",
+                size(blob.size),
+                size(MAX_RAW_BYTES as u64)
+            ),
+        ));
+    }
+    let kind = content_type(&path, blob.binary);
+    let download = parts
+        .query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "download=1"));
+    let file_name = path
+        .rsplit('/')
+        .next()
+        .unwrap_or("file")
+        .replace(['"', '\\'], "_");
+    let mut response = warp::reply::with_status(blob.data, StatusCode::OK).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'",
+        ),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    let disposition = if download || kind == "application/octet-stream" {
+        "attachment"
+    } else {
+        "inline"
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "{disposition}; filename=\"{}\"",
+        segment(&file_name)
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+fn content_type(path: &str, binary: bool) -> &'static str {
+    let lower = path.to_ascii_lowercase();
+    let ext = lower.rsplit('.').next().unwrap_or("");
+    match ext {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        // SVG and HTML can carry scripts: shown as text.
+        _ if binary => "application/octet-stream",
+        _ => "text/plain; charset=utf-8",
+    }
+}
+
+fn person(detail: &CommitDetail) -> Markup {
+    html! {
+        strong { (detail.author.name) } " committed " (when(detail.committer.time))
+    }
+}
+
+/// `GET /{repo}/commits/{rev}[/{path}]?page=N`.
+pub async fn commits(
+    app: &App,
+    name: &str,
+    rest: &[&str],
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let context = match open(app, name, &parts).await {
+        Ok(context) => context,
+        Err(response) => return Ok(response),
+    };
+    let Some(rest) = decoded(rest) else {
+        return Ok(error_page(
+            StatusCode::NOT_FOUND,
+            &context.viewer,
+            "No such path.",
+        ));
+    };
+    let rest = if rest.is_empty() {
+        vec![context.repo.default_branch.clone()]
+    } else {
+        rest
+    };
+    let page_number: usize = parts
+        .query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("page=")))
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=100_000).contains(n))
+        .unwrap_or(1);
+    let found = with_objects(app, &context, move |refs, objects| {
+        let Some((resolved, path)) = split_rev(refs, objects, &rest)? else {
+            return Ok(None);
+        };
+        let filter = (!path.is_empty()).then_some(path.as_bytes());
+        let log = browse::log(
+            objects,
+            resolved.commit,
+            filter,
+            (page_number - 1) * LOG_PAGE,
+            LOG_PAGE,
+        )?;
+        Ok(Some((resolved, path, log)))
+    })
+    .await;
+    let (resolved, path, log) = match found {
+        Err(response) => return Ok(response),
+        Ok(None) => {
+            return Ok(error_page(
+                StatusCode::NOT_FOUND,
+                &context.viewer,
+                "No such revision.",
+            ));
+        }
+        Ok(Some(found)) => found,
+    };
+    let repo = context.repo.name.as_str();
+    let here = format!(
+        "/{repo}/commits/{}{}",
+        encode_path(&resolved.label),
+        if path.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", encode_path(&path))
+        }
+    );
+    let body = html! {
+        (repo_header(&context, "commits", &resolved.label))
+        @if !path.is_empty() { p { "History of " (breadcrumbs(repo, &resolved.label, &path)) } }
+        div.box { table.list #commits {
+            @for commit in &log.commits {
+                tr {
+                    td {
+                        a href={ "/" (repo) "/commit/" (commit.id) } { (commit.summary()) }
+                        br;
+                        span.muted { (person(commit)) }
+                    }
+                    td.when { code { a href={ "/" (repo) "/tree/" (commit.id) } { (commit.id.to_hex_with_len(7)) } } }
+                }
+            }
+        } }
+        @if log.commits.is_empty() { p.muted { "No commits." } }
+        div.pager {
+            @if page_number > 1 { a rel="prev" href={ (here) "?page=" (page_number - 1) } { "Newer" } }
+            @if log.more { a rel="next" href={ (here) "?page=" (page_number + 1) } { "Older" } }
+        }
+    };
+    Ok(page(
+        StatusCode::OK,
+        &format!("Commits of {} · {repo}", resolved.label),
+        &context.viewer,
+        body,
+    ))
+}
+
+fn diff_file(file: &FileDiff) -> Markup {
+    let path = file
+        .new_path
+        .as_deref()
+        .or(file.old_path.as_deref())
+        .unwrap_or("");
+    html! {
+        div.box.file {
+            div.head {
+                strong { (path) }
+                span.muted { (format!("{:?}", file.status).to_lowercase()) }
+                span.actions {
+                    @if let (Some(added), Some(removed)) = (file.additions, file.deletions) {
+                        span.stat-add { "+" (added) }
+                        span.stat-del { "−" (removed) }
+                    }
+                }
+            }
+            @if file.binary {
+                p.markdown.muted { "Binary file." }
+            } @else if file.truncated {
+                p.markdown.muted { "This diff is too large to show." }
+            } @else {
+                div.scroll { table.code {
+                    @for hunk in &file.hunks {
+                        tr.hunk { td.num {} td.num {} td.text { (hunk.header()) } }
+                        @for line in &hunk.lines {
+                            @let class = match line.kind { LineKind::Added => "add", LineKind::Removed => "del", LineKind::Context => "ctx" };
+                            @let sign = match line.kind { LineKind::Added => "+", LineKind::Removed => "-", LineKind::Context => " " };
+                            tr class=(class) {
+                                td.num { @if let Some(n) = line.old_no { (n) } }
+                                td.num { @if let Some(n) = line.new_no { (n) } }
+                                td.text { (sign) (line.text) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    }
+}
+
+/// `GET /{repo}/commit/{id}`: message, parents and the diff to the first
+/// parent.
+pub async fn commit(
+    app: &App,
+    name: &str,
+    id: &str,
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let context = match open(app, name, &parts).await {
+        Ok(context) => context,
+        Err(response) => return Ok(response),
+    };
+    let wanted = id.to_owned();
+    let found = with_objects(app, &context, move |refs, objects| {
+        let Some(resolved) = browse::resolve(refs, objects, &[wanted.as_str()])? else {
+            return Ok(None);
+        };
+        let detail = browse::commit_detail(objects, resolved.commit)?;
+        let old_tree = match detail.parents.first() {
+            Some(parent) => Some(browse::commit_detail(objects, *parent)?.tree),
+            None => None,
+        };
+        let diff = browse::diff(objects, old_tree, detail.tree, DIFF_LIMITS)?;
+        Ok(Some((detail, diff)))
+    })
+    .await;
+    let (detail, diff) = match found {
+        Err(response) => return Ok(response),
+        Ok(None) => {
+            return Ok(error_page(
+                StatusCode::NOT_FOUND,
+                &context.viewer,
+                "No such commit.",
+            ));
+        }
+        Ok(Some(found)) => found,
+    };
+    let repo = context.repo.name.as_str();
+    let hex = detail.id.to_string();
+    let files = &diff.files;
+    let additions: u64 = files
+        .iter()
+        .filter_map(|f| f.additions)
+        .map(u64::from)
+        .sum();
+    let deletions: u64 = files
+        .iter()
+        .filter_map(|f| f.deletions)
+        .map(u64::from)
+        .sum();
+    let (summary, body_text) = match detail.message.split_once('\n') {
+        Some((summary, rest)) => (summary.to_owned(), rest.trim().to_owned()),
+        None => (detail.message.clone(), String::new()),
+    };
+    let body = html! {
+        (repo_header(&context, "commits", &hex))
+        div.box {
+            div.head { strong #summary { (summary) } }
+            @if !body_text.is_empty() { div.markdown { pre { (body_text) } } }
+            div.markdown {
+                p.muted {
+                    (person(&detail)) br;
+                    "commit " code #commit-id { (hex) }
+                    @for parent in &detail.parents {
+                        br; "parent " a href={ "/" (repo) "/commit/" (parent) } { code { (parent.to_hex_with_len(7)) } }
+                    }
+                    br; a href={ "/" (repo) "/tree/" (hex) } { "Browse files" }
+                }
+            }
+        }
+        p #stats { (files.len()) @if files.len() == 1 { " changed file with " } @else { " changed files with " } span.stat-add { (additions) " additions" } " and " span.stat-del { (deletions) " deletions" } }
+        @for file in files { (diff_file(file)) }
+        @if diff.truncated { p.muted { "More files changed than are shown." } }
+    };
+    Ok(page(
+        StatusCode::OK,
+        &format!("{summary} · {repo}@{}", detail.id.to_hex_with_len(7)),
+        &context.viewer,
+        body,
+    ))
+}

@@ -1,0 +1,307 @@
+//! The web UI in a real browser: headless Chromium driven through
+//! chromedriver (support/browser_driver.rs). Accepting an invitation, signing
+//! in with a password, the account page and signing out, with JavaScript on
+//! and off.
+
+mod support;
+
+use support::browser_driver::Chrome;
+use support::{Git, NimbusServer, OWNER_TOKEN};
+
+const PASSWORD: &str = "violet-canyon-drifts-at-noon";
+
+/// A new invitation's path (`/invite/<secret>`), made by the owner through the API.
+fn invite(server: &NimbusServer) -> String {
+    let response = server.request(
+        "POST",
+        "/api/v1/invitations",
+        Some(&format!("Bearer {OWNER_TOKEN}")),
+        Some(&serde_json::json!({})),
+    );
+    assert_eq!(response.status, 201, "{}", response.body);
+    let url = response.json()["url"].as_str().expect("url").to_owned();
+    url[url.find("/invite/").expect("an invitation path")..].to_owned()
+}
+
+/// Whether the page runs scripts: a `data:` page whose script rewrites a paragraph.
+fn runs_scripts(chrome: &Chrome) -> bool {
+    chrome.goto(
+        "data:text/html,<p id=probe>static</p>\
+         <script>document.getElementById('probe').textContent='scripted'</script>",
+    );
+    match chrome.text("#probe").as_str() {
+        "scripted" => true,
+        "static" => false,
+        other => chrome.fail(format!("unexpected probe text {other:?}")),
+    }
+}
+
+/// Accepts `invitation` in the browser as `name` with a password; the
+/// browser ends up signed in on `/account`.
+fn accept_invitation(chrome: &Chrome, server: &NimbusServer, invitation: &str, name: &str) {
+    chrome.goto(&format!("{}{invitation}", server.base_url()));
+    assert_eq!(chrome.title(), "Join Nimbus · Nimbus");
+    assert_eq!(chrome.text("h1"), "Join Nimbus");
+    chrome.fill("#user", name);
+    chrome.fill("#password", PASSWORD);
+    chrome.click("button[type=submit]");
+    assert_eq!(
+        chrome.current_url(),
+        format!("{}/account", server.base_url())
+    );
+    assert_eq!(chrome.text("#user"), name);
+}
+
+fn sign_out(chrome: &Chrome, server: &NimbusServer) {
+    chrome.submit("form[action='/logout']");
+    assert_eq!(chrome.current_url(), format!("{}/login", server.base_url()));
+    assert_eq!(chrome.text("h1"), "Sign in");
+    // The account page now sends the visitor to the sign-in form.
+    chrome.goto(&format!("{}/account", server.base_url()));
+    assert_eq!(
+        chrome.current_url(),
+        format!("{}/login?next=/account", server.base_url())
+    );
+    assert!(
+        !chrome.exists("form[action='/logout']"),
+        "{}",
+        chrome.source()
+    );
+}
+
+/// The sign-in page, a wrong and a right password, the account page and
+/// signing out, in a browser with or without JavaScript.
+fn sign_in_and_out(test_name: &str, javascript: bool) {
+    let server = NimbusServer::start();
+    let invitation = invite(&server);
+    let chrome = Chrome::start(test_name, javascript);
+    assert_eq!(runs_scripts(&chrome), javascript);
+    chrome.set_viewport(1280, 900);
+
+    let name = if javascript { "ada" } else { "grace" };
+    accept_invitation(&chrome, &server, &invitation, name);
+    sign_out(&chrome, &server);
+
+    // The sign-in page.
+    let login = format!("{}/login", server.base_url());
+    chrome.goto(&login);
+    assert_eq!(chrome.title(), "Sign in · Nimbus");
+    assert_eq!(chrome.text("h1"), "Sign in");
+    assert_eq!(
+        chrome
+            .attribute("form[action='/login']", "method")
+            .as_deref(),
+        Some("post")
+    );
+    assert!(chrome.exists("form[action='/login'] input[type=hidden][name=csrf]"));
+    assert_eq!(
+        chrome.attribute("#password", "type").as_deref(),
+        Some("password")
+    );
+    let labels = chrome.texts("form[action='/login'] label");
+    assert_eq!(labels, ["User name", "Password"], "{}", chrome.source());
+    assert_eq!(
+        chrome.text("form[action='/login'] button[type=submit]"),
+        "Sign in"
+    );
+    assert!(!chrome.exists(".error"), "{}", chrome.source());
+    chrome.screenshot("login");
+
+    // A wrong password: the form again, with the reason and the name kept.
+    chrome.fill("#user", name);
+    chrome.fill("#password", "not-the-password");
+    chrome.submit("form[action='/login']");
+    assert_eq!(chrome.current_url(), login);
+    assert_eq!(chrome.text("[role=alert]"), "Wrong user name or password.");
+    assert_eq!(chrome.attribute("#user", "value").as_deref(), Some(name));
+    chrome.screenshot("login-refused");
+
+    // The right one: the account page, showing who is signed in.
+    chrome.fill("#password", PASSWORD);
+    chrome.submit("form[action='/login']");
+    chrome.wait_for("#user");
+    assert_eq!(
+        chrome.current_url(),
+        format!("{}/account", server.base_url())
+    );
+    assert_eq!(chrome.title(), "Your account · Nimbus");
+    assert_eq!(chrome.text("h1"), "Your account");
+    assert_eq!(chrome.text("#user"), name);
+    assert!(
+        chrome
+            .text("main")
+            .contains(&format!("Signed in as {name}")),
+        "{}",
+        chrome.source()
+    );
+    assert_eq!(chrome.text("form[action='/logout'] button"), "Sign out");
+    assert_eq!(chrome.texts("h2"), ["Change password"]);
+    chrome.screenshot("account");
+
+    // Back on the sign-in page, the session is recognised.
+    chrome.goto(&login);
+    assert!(
+        chrome
+            .text(".muted")
+            .contains(&format!("You are signed in as {name}")),
+        "{}",
+        chrome.source()
+    );
+    chrome.back();
+    assert_eq!(chrome.text("#user"), name);
+
+    sign_out(&chrome, &server);
+}
+
+#[test]
+fn sign_in_with_javascript() {
+    sign_in_and_out("sign_in_with_javascript", true);
+}
+
+#[test]
+fn sign_in_without_javascript() {
+    sign_in_and_out("sign_in_without_javascript", false);
+}
+
+/// A private repository a collaborator browses: dashboard, README, a
+/// directory, a file at a line, its raw bytes, history and a commit's diff,
+/// and the back button.
+fn browse(test_name: &str, javascript: bool) {
+    let server = NimbusServer::start();
+    server.create_repo("private-app", true);
+    let git = Git::new(2);
+    let work = tempfile::tempdir().expect("tempdir");
+    git.init(work.path());
+    git.commit(
+        work.path(),
+        "Start the app",
+        &[
+            (
+                "README.md",
+                "# Private app\n\nRead [the guide](docs/guide.md).\n",
+            ),
+            ("docs/guide.md", "alpha\nbeta\ngamma\n"),
+        ],
+        1_700_000_000,
+    );
+    let second = git.commit(
+        work.path(),
+        "Say delta",
+        &[("docs/guide.md", "alpha\nbeta\ngamma\ndelta\n")],
+        1_700_000_100,
+    );
+    git.run(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            &server.push_url("private-app"),
+            "HEAD:refs/heads/main",
+        ],
+    );
+
+    let response = server.request(
+        "POST",
+        "/api/v1/invitations",
+        Some(&format!("Bearer {OWNER_TOKEN}")),
+        Some(&serde_json::json!({ "repo": "private-app", "access": "read" })),
+    );
+    assert_eq!(response.status, 201, "{}", response.body);
+    let url = response.json()["url"].as_str().expect("url").to_owned();
+    let invitation = url[url.find("/invite/").expect("a path")..].to_owned();
+
+    let chrome = Chrome::start(test_name, javascript);
+    // Signed out, the repository is not shown: the visitor is asked to sign in.
+    chrome.goto(&format!("{}/private-app", server.base_url()));
+    assert_eq!(chrome.title(), "Sign in · Nimbus");
+    accept_invitation(&chrome, &server, &invitation, "carol");
+
+    chrome.goto(server.base_url());
+    assert_eq!(chrome.title(), "Repositories · Nimbus");
+    chrome.screenshot("dashboard");
+    chrome.click("#repos a[href='/private-app']");
+    assert_eq!(chrome.title(), "private-app · Nimbus");
+    assert_eq!(chrome.text("#readme h1"), "Private app");
+    assert!(chrome.text(".box .head").contains("Say delta"));
+    chrome.screenshot("repository");
+
+    chrome.click("#files a[href='/private-app/tree/main/docs']");
+    assert_eq!(chrome.title(), "docs at main · private-app · Nimbus");
+    chrome.click("#files a[href='/private-app/blob/main/docs/guide.md']");
+    assert_eq!(
+        chrome.title(),
+        "docs/guide.md at main · private-app · Nimbus"
+    );
+    assert_eq!(
+        chrome.texts("#code td.text"),
+        ["alpha", "beta", "gamma", "delta"]
+    );
+
+    // A line link, highlighted by CSS (:target) with or without scripts.
+    chrome.goto(&format!(
+        "{}/private-app/blob/main/docs/guide.md#L2",
+        server.base_url()
+    ));
+    assert_eq!(
+        chrome.execute("return document.querySelector(':target').id"),
+        "L2"
+    );
+    assert_eq!(chrome.text("#L2 td.text"), "beta");
+    chrome.screenshot("file-at-line");
+
+    // Raw bytes, then back.
+    let raw = chrome.attribute("#raw", "href").expect("a raw link");
+    chrome.click("#raw");
+    assert!(
+        chrome
+            .current_url()
+            .ends_with("/private-app/raw/main/docs/guide.md"),
+        "{raw}"
+    );
+    assert!(chrome.source().contains("delta"));
+    chrome.back();
+    assert_eq!(
+        chrome.title(),
+        "docs/guide.md at main · private-app · Nimbus"
+    );
+
+    // History and the commit's diff.
+    chrome.goto(&format!("{}/private-app/commits/main", server.base_url()));
+    assert_eq!(
+        chrome
+            .texts("#commits td a[href^='/private-app/commit/']")
+            .len(),
+        2
+    );
+    chrome.screenshot("commits");
+    chrome.click(&format!("#commits a[href='/private-app/commit/{second}']"));
+    assert_eq!(chrome.text("#summary"), "Say delta");
+    assert_eq!(chrome.text("#commit-id"), second);
+    let added: Vec<String> = chrome.texts("tr.add td.text");
+    assert_eq!(added, ["+delta"]);
+    assert!(
+        chrome.text("#stats").contains("1 additions")
+            || chrome.text("#stats").contains("1 addition")
+    );
+    chrome.screenshot("commit-diff");
+    chrome.back();
+    assert_eq!(chrome.title(), "Commits of main · private-app · Nimbus");
+
+    // At phone width the page still fits: nothing wider than the window.
+    chrome.set_viewport(390, 844);
+    chrome.goto(&format!("{}/private-app", server.base_url()));
+    let overflow =
+        chrome.execute("return document.documentElement.scrollWidth > window.innerWidth");
+    assert_eq!(overflow, false, "the repository page fits a phone");
+    chrome.screenshot("repository-phone");
+}
+
+#[test]
+fn browse_a_repository_with_javascript() {
+    browse("browse_a_repository_with_javascript", true);
+}
+
+#[test]
+fn browse_a_repository_without_javascript() {
+    browse("browse_a_repository_without_javascript", false);
+}

@@ -1,0 +1,275 @@
+//! The repository pages over plain HTTP (issue 6): what they show, that
+//! user content is escaped and never run, odd paths and files, and that a
+//! private repository stays hidden. The same pages in a real browser:
+//! `web_browser.rs`.
+
+mod support;
+
+use support::{Git, NimbusServer, OWNER_TOKEN};
+
+fn get(server: &NimbusServer, path: &str) -> support::ApiResponse {
+    server.request("GET", path, None, None)
+}
+
+fn page(server: &NimbusServer, path: &str) -> String {
+    let response = get(server, path);
+    assert_eq!(response.status, 200, "GET {path}: {}", response.body);
+    assert!(
+        response
+            .header("content-security-policy")
+            .is_some_and(|csp| csp.contains("default-src 'none'")),
+        "{path} has a CSP: {:?}",
+        response.headers
+    );
+    response.body
+}
+
+/// A repository with the files the pages must cope with, pushed to `name`.
+fn push_fixture(
+    server: &NimbusServer,
+    git: &Git,
+    dir: &std::path::Path,
+    name: &str,
+) -> (String, String) {
+    git.init(dir);
+    let long_line = "x".repeat(20_000);
+    let big: String = (0..60_000)
+        .map(|n| format!("line {n} of a big file\n"))
+        .collect();
+    let first = git.commit(
+        dir,
+        "first",
+        &[
+            ("README.md", "# Fixture\n\nSee [the guide](docs/guide.md).\n\n<script>alert('readme')</script>\n\n[bad](javascript:alert(1))\n"),
+            ("docs/guide.md", "one\ntwo\nthree\n"),
+            ("docs/with space.txt", "spaced\n"),
+            ("evil<b>.html", "<html><script>alert('html')</script></html>\n"),
+            ("image.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"></svg>\n"),
+            ("long.txt", long_line.as_str()),
+            ("big.txt", big.as_str()),
+        ],
+        1_700_000_000,
+    );
+    std::fs::write(dir.join("blob.bin"), b"bin\0ary\x01\x02").expect("write");
+    git.run(dir, &["add", "blob.bin"]);
+    let second = git.commit(
+        dir,
+        "second <script>alert('message')</script>",
+        &[("docs/guide.md", "one\n2\nthree\nfour\n")],
+        1_700_000_100,
+    );
+    git.run(
+        dir,
+        &["push", "-q", &server.push_url(name), "HEAD:refs/heads/main"],
+    );
+    git.run(
+        dir,
+        &[
+            "push",
+            "-q",
+            &server.push_url(name),
+            "HEAD~1:refs/heads/feature/x",
+        ],
+    );
+    (first, second)
+}
+
+#[test]
+fn pages_show_the_repository_and_escape_everything() {
+    let server = NimbusServer::start();
+    server.create_repo("fixture", false);
+    let git = Git::new(2);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (first, second) = push_fixture(&server, &git, work.path(), "fixture");
+
+    // Dashboard and home: files, last commit, rendered README.
+    let dashboard = page(&server, "/");
+    assert!(dashboard.contains("href=\"/fixture\""), "{dashboard}");
+    let home = page(&server, "/fixture");
+    assert!(home.contains("<title>fixture · Nimbus</title>"), "{home}");
+    for needle in [
+        "href=\"/fixture/tree/main/docs\"",
+        "href=\"/fixture/blob/main/README.md\"",
+        "<h1>Fixture</h1>",
+        "href=\"/fixture/blob/main/docs/guide.md\"",
+        "fixture.git",
+    ] {
+        assert!(home.contains(needle), "{needle} in {home}");
+    }
+    // The README's script and javascript: link are gone; the message escaped.
+    assert!(
+        !home.contains("alert('readme')") && !home.contains("javascript:"),
+        "{home}"
+    );
+    assert!(!home.contains("<script>alert('message')"), "{home}");
+    assert!(home.contains("second &lt;script&gt;"), "{home}");
+
+    // A tree, a branch with a slash, a file name with a space.
+    let docs = page(&server, "/fixture/tree/feature/x/docs");
+    assert!(
+        docs.contains("href=\"/fixture/blob/feature/x/docs/with%20space.txt\""),
+        "{docs}"
+    );
+    let spaced = page(&server, "/fixture/blob/feature/x/docs/with%20space.txt");
+    assert!(spaced.contains("spaced"), "{spaced}");
+
+    // A file: numbered, linkable lines.
+    let guide = page(&server, "/fixture/blob/main/docs/guide.md");
+    assert!(guide.contains("id=\"L4\""), "{guide}");
+    assert!(guide.contains("href=\"#L2\""), "{guide}");
+    assert!(guide.contains(">four<"), "{guide}");
+    // The older version by commit id.
+    let old = page(&server, &format!("/fixture/blob/{first}/docs/guide.md"));
+    assert!(old.contains(">two<") && !old.contains(">four<"), "{old}");
+
+    // Odd files: a file name with markup, a very long line, a binary, a big one.
+    let tree = page(&server, "/fixture/tree/main");
+    assert!(
+        tree.contains("evil&lt;b&gt;.html") && !tree.contains("evil<b>"),
+        "{tree}"
+    );
+    let long = page(&server, "/fixture/blob/main/long.txt");
+    assert!(long.contains(&"x".repeat(20_000)));
+    let binary = page(&server, "/fixture/blob/main/blob.bin");
+    assert!(binary.contains("Binary file not shown"), "{binary}");
+    let big = page(&server, "/fixture/blob/main/big.txt");
+    assert!(big.contains("id=\"truncated\""), "big files are cut");
+    assert!(big.contains("href=\"/fixture/raw/main/big.txt\""));
+    assert!(
+        big.len() < 4 << 20,
+        "the page stays bounded: {} bytes",
+        big.len()
+    );
+
+    // Raw: the bytes, never as HTML or SVG that could run.
+    for (path, kind) in [
+        (
+            "/fixture/raw/main/evil%3Cb%3E.html",
+            "text/plain; charset=utf-8",
+        ),
+        ("/fixture/raw/main/image.svg", "text/plain; charset=utf-8"),
+        ("/fixture/raw/main/blob.bin", "application/octet-stream"),
+    ] {
+        let raw = get(&server, path);
+        assert_eq!(raw.status, 200, "{path}: {}", raw.body);
+        assert_eq!(raw.header("content-type"), Some(kind), "{path}");
+        assert_eq!(raw.header("x-content-type-options"), Some("nosniff"));
+        assert!(
+            raw.header("content-security-policy")
+                .is_some_and(|csp| csp.starts_with("sandbox"))
+        );
+    }
+    let big_raw = get(&server, "/fixture/raw/main/big.txt");
+    assert!(big_raw.body.ends_with("line 59999 of a big file\n"));
+    let download = get(&server, "/fixture/raw/main/docs/guide.md?download=1");
+    assert!(
+        download
+            .header("content-disposition")
+            .is_some_and(|d| d.starts_with("attachment"))
+    );
+
+    // History and a commit's diff.
+    let commits = page(&server, "/fixture/commits/main");
+    assert!(
+        commits.contains(&format!("href=\"/fixture/commit/{second}\"")),
+        "{commits}"
+    );
+    assert!(
+        commits.contains(&format!("href=\"/fixture/commit/{first}\"")),
+        "{commits}"
+    );
+    let history = page(&server, "/fixture/commits/main/docs/with%20space.txt");
+    assert!(
+        history.contains(&first) && !history.contains(&format!("/commit/{second}\"")),
+        "{history}"
+    );
+    let commit = page(&server, &format!("/fixture/commit/{second}"));
+    for needle in [
+        "docs/guide.md",
+        "@@ -1,3 +1,4 @@",
+        "-two",
+        "+2",
+        "+four",
+        "blob.bin",
+        "Binary file.",
+    ] {
+        assert!(commit.contains(needle), "{needle} in {commit}");
+    }
+    let short = page(&server, &format!("/fixture/commit/{}", &second[..8]));
+    assert!(short.contains(&second));
+
+    // Bad paths and names: a clear 404, never a panic.
+    for path in [
+        "/fixture/blob/main/../../etc/passwd",
+        "/fixture/blob/main/docs/%2e%2e/%2e%2e/x",
+        "/fixture/blob/main/nothing",
+        "/fixture/tree/no-such-branch",
+        "/fixture/blob/main/docs",
+        "/fixture/commit/0000000000000000000000000000000000000000",
+        "/fixture/raw/main/%ff",
+    ] {
+        let response = get(&server, path);
+        assert_eq!(response.status, 404, "{path}: {}", response.body);
+    }
+}
+
+#[test]
+fn private_repositories_stay_hidden() {
+    let server = NimbusServer::start();
+    server.create_repo("secret", true);
+    let git = Git::new(2);
+    let work = tempfile::tempdir().expect("tempdir");
+    git.init(work.path());
+    git.commit(
+        work.path(),
+        "hidden",
+        &[("a.txt", "classified")],
+        1_700_000_000,
+    );
+    git.run(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            &server.push_url("secret"),
+            "HEAD:refs/heads/main",
+        ],
+    );
+
+    assert!(!page(&server, "/").contains("secret"));
+    for path in [
+        "/secret",
+        "/secret/blob/main/a.txt",
+        "/secret/raw/main/a.txt",
+        "/secret/commits/main",
+    ] {
+        // The client follows the redirect to the sign-in form.
+        let response = get(&server, path);
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        assert!(
+            response.body.contains("name=\"password\""),
+            "{path}: {}",
+            response.body
+        );
+        assert!(!response.body.contains("classified"));
+    }
+    // The API token does not sign in to pages (browsers use the session).
+    let with_token = server.request(
+        "GET",
+        "/secret/raw/main/a.txt",
+        Some(&format!("Bearer {OWNER_TOKEN}")),
+        None,
+    );
+    assert!(
+        !with_token.body.contains("classified"),
+        "{}",
+        with_token.body
+    );
+    // A missing repository looks the same as a private one.
+    let missing = get(&server, "/nothing-here");
+    assert!(
+        missing.body.contains("name=\"password\""),
+        "{}",
+        missing.body
+    );
+}
