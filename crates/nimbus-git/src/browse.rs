@@ -764,6 +764,97 @@ pub fn log(
     Ok(page)
 }
 
+/// What `head` has that `base` has not, as GitHub's `base...head` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    /// The newest common ancestor (by committer time) reached from `head`;
+    /// `None` when the histories are unrelated. Diff from it to `head`.
+    pub merge_base: Option<ObjectId>,
+    /// Commits reachable from `head` and not from `base`, newest first, at
+    /// most the `limit` asked for.
+    pub commits: Vec<CommitDetail>,
+    /// How many such commits there are (up to [`MAX_LOG_WALK`]).
+    pub ahead: usize,
+    /// Whether a walk stopped at [`MAX_LOG_WALK`] commits: counts and the
+    /// merge base may be incomplete.
+    pub walk_truncated: bool,
+}
+
+/// Compare `head` with `base` like `git log base..head` and `git
+/// merge-base base head` (for histories with one merge base; with several,
+/// the newest by committer time).
+pub fn compare(
+    objects: &mut Objects,
+    base: ObjectId,
+    head: ObjectId,
+    limit: usize,
+) -> Result<Comparison, BrowseError> {
+    let limit = limit.min(MAX_LOG_LIMIT);
+    let mut walk_truncated = false;
+    // Everything `base` reaches.
+    let mut in_base: HashSet<ObjectId> = HashSet::new();
+    let mut stack = vec![base];
+    in_base.insert(base);
+    while let Some(id) = stack.pop() {
+        if in_base.len() >= MAX_LOG_WALK {
+            walk_truncated = true;
+            break;
+        }
+        let info = objects.commit(&id)?.ok_or(BrowseError::Missing { id })?;
+        for parent in info.parents.clone() {
+            if in_base.insert(parent) {
+                stack.push(parent);
+            }
+        }
+    }
+    // `head` newest first, stopping at `base`'s commits.
+    let mut queue: BinaryHeap<(i64, Reverse<u64>, ObjectId)> = BinaryHeap::new();
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut sequence = 0u64;
+    let time = objects
+        .commit(&head)?
+        .ok_or(BrowseError::Missing { id: head })?
+        .time;
+    queue.push((time, Reverse(sequence), head));
+    seen.insert(head);
+    let mut comparison = Comparison {
+        merge_base: None,
+        commits: Vec::new(),
+        ahead: 0,
+        walk_truncated,
+    };
+    while let Some((_, _, id)) = queue.pop() {
+        if in_base.contains(&id) {
+            comparison.merge_base.get_or_insert(id);
+            continue;
+        }
+        if seen.len() >= MAX_LOG_WALK {
+            comparison.walk_truncated = true;
+            break;
+        }
+        comparison.ahead += 1;
+        if comparison.commits.len() < limit {
+            comparison.commits.push(commit_detail(objects, id)?);
+        }
+        let parents = objects
+            .commit(&id)?
+            .ok_or(BrowseError::Missing { id })?
+            .parents
+            .clone();
+        for parent in parents {
+            if seen.insert(parent) {
+                let time = objects
+                    .commit(&parent)?
+                    .ok_or(BrowseError::Missing { id: parent })?
+                    .time;
+                sequence += 1;
+                queue.push((time, Reverse(sequence), parent));
+            }
+        }
+    }
+    Ok(comparison)
+}
+
 // ---------------------------------------------------------------------------
 // Diffs
 

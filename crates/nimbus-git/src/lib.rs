@@ -9,6 +9,7 @@
 pub mod advertise;
 pub mod browse;
 pub mod bundle;
+pub mod edit;
 pub mod fetch_client;
 pub mod maintenance;
 pub mod objects;

@@ -491,6 +491,21 @@ impl GitService {
         Ok(out)
     }
 
+    /// Commit `request` (an edit made in the web UI) to `branch` as if it
+    /// were pushed: refused with `Conflict` unless the branch is at
+    /// `request.parent`; otherwise the objects go through receive-pack
+    /// (ingest, upload, `apply_push`'s compare-and-swap, events by `actor`).
+    /// Returns the new commit. See [`crate::edit`].
+    pub async fn commit_edit(
+        &self,
+        repo: &Repository,
+        actor: Option<EventActor>,
+        branch: &str,
+        request: crate::edit::CommitRequest,
+    ) -> Result<gix_hash::ObjectId, crate::edit::CommitEditError> {
+        crate::edit::commit_edit(self, repo, actor, branch, request).await
+    }
+
     /// Check a received push again against the repository's current packs,
     /// after garbage collection replaced the ones it was checked against.
     /// Returns the new pack generation, the pack (handed back), and whether

@@ -887,3 +887,41 @@ fn blobs_are_read_truncated_and_classified() {
         Err(BrowseError::Missing { .. })
     ));
 }
+
+#[test]
+fn comparisons_match_merge_base_and_rev_list() {
+    let repo = Repo::new(MERGES);
+    let mut objects = repo.objects();
+    let revs = ["main", "side", "main~1", "main~2", "side~1", "main~4"];
+    for base in revs {
+        for head in revs {
+            let comparison =
+                browse::compare(&mut objects, repo.id(base), repo.id(head), 1000).expect("compare");
+            let ahead = repo.ids(&["rev-list", &format!("{base}..{head}")]);
+            let listed: Vec<ObjectId> = comparison.commits.iter().map(|c| c.id).collect();
+            assert_eq!(
+                listed.iter().collect::<HashSet<_>>(),
+                ahead.iter().collect::<HashSet<_>>(),
+                "{base}...{head}"
+            );
+            assert_eq!(comparison.ahead, ahead.len(), "{base}...{head}");
+            let times: Vec<i64> = comparison
+                .commits
+                .iter()
+                .map(|c| c.committer.time)
+                .collect();
+            assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+            let merge_base = repo.git(&["merge-base", base, head]);
+            assert_eq!(
+                comparison.merge_base.map(|id| id.to_hex().to_string()),
+                Some(merge_base.trim().to_owned()),
+                "merge-base {base} {head}"
+            );
+            assert!(!comparison.walk_truncated);
+        }
+    }
+    let limited =
+        browse::compare(&mut objects, repo.id("main~4"), repo.id("main"), 2).expect("compare");
+    assert_eq!(limited.commits.len(), 2);
+    assert!(limited.ahead > 2);
+}

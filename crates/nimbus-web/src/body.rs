@@ -16,6 +16,42 @@ pub fn body_reader() -> impl Filter<Extract = (BodyReader,), Error = warp::Rejec
     })
 }
 
+/// A body that records whether it was read to its end.
+pub struct Tracked {
+    inner: BodyReader,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Tracked {
+    /// `body`, and the flag that is set once it has been read to its end.
+    pub fn wrap(body: BodyReader) -> (BodyReader, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tracked = Tracked {
+            inner: body,
+            finished: finished.clone(),
+        };
+        (Box::pin(tracked), finished)
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let asked = buf.remaining() > 0;
+        let before = buf.filled().len();
+        let polled = self.inner.as_mut().poll_read(cx, buf);
+        if asked && matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() == before
+        {
+            self.finished
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -56,6 +92,18 @@ mod tests {
 
     fn reader(data: Vec<u8>) -> BodyReader {
         Box::pin(std::io::Cursor::new(data))
+    }
+
+    #[tokio::test]
+    async fn tracked_bodies_know_when_they_were_read_to_the_end() {
+        let (body, finished) = Tracked::wrap(reader(vec![7; 100]));
+        let mut body = body;
+        let mut first = [0u8; 10];
+        body.read_exact(&mut first).await.expect("read");
+        assert!(!finished.load(std::sync::atomic::Ordering::Relaxed));
+        let rest = read_limited(body, 1000).await.expect("read");
+        assert_eq!(rest.len(), 90);
+        assert!(finished.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     #[tokio::test]

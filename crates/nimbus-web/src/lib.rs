@@ -64,6 +64,12 @@ pub fn routes(
              body: body::BodyReader,
              app: Arc<App>| async move {
                 let client = client_address(&app, remote, &headers);
+                let has_body = headers.contains_key(warp::http::header::TRANSFER_ENCODING)
+                    || headers
+                        .get(warp::http::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.trim() != "0");
+                let (body, finished) = body::Tracked::wrap(body);
                 let parts = RequestParts {
                     client,
                     session: None,
@@ -73,7 +79,18 @@ pub fn routes(
                     headers,
                     body,
                 };
-                handle(&app, parts).await
+                let mut response = handle(&app, parts).await;
+                // Answered before the request's body was read (a refusal):
+                // the server cannot reuse the connection, so it must say so,
+                // or the client may send its next request into a closing
+                // connection.
+                if has_body && !finished.load(std::sync::atomic::Ordering::Relaxed) {
+                    response.headers_mut().insert(
+                        warp::http::header::CONNECTION,
+                        warp::http::HeaderValue::from_static("close"),
+                    );
+                }
+                response
             },
         )
 }
@@ -186,6 +203,9 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
                 route::RepoPage::Blob => ui::repo::blob(app, &repo, &rest, parts).await,
                 route::RepoPage::Raw => ui::repo::raw(app, &repo, &rest, parts).await,
                 route::RepoPage::Commits => ui::repo::commits(app, &repo, &rest, parts).await,
+                route::RepoPage::Branches => ui::repo::refs(app, &repo, false, parts).await,
+                route::RepoPage::Tags => ui::repo::refs(app, &repo, true, parts).await,
+                route::RepoPage::Compare => ui::repo::compare(app, &repo, &rest, parts).await,
                 route::RepoPage::Commit => {
                     ui::repo::commit(app, &repo, rest.first().copied().unwrap_or(""), parts).await
                 }

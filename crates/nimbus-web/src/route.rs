@@ -9,6 +9,9 @@ pub enum RepoPage {
     Raw,
     Commits,
     Commit,
+    Branches,
+    Tags,
+    Compare,
 }
 
 /// What a request is for.
@@ -326,6 +329,9 @@ pub fn route(path: &str) -> Route {
                 "raw" if !rest.is_empty() => RepoPage::Raw,
                 "commits" => RepoPage::Commits,
                 "commit" if rest.len() == 1 && !rest[0].is_empty() => RepoPage::Commit,
+                "branches" if rest.is_empty() => RepoPage::Branches,
+                "tags" if rest.is_empty() => RepoPage::Tags,
+                "compare" if !rest.is_empty() => RepoPage::Compare,
                 _ => return Route::NotFound,
             };
             Route::RepoPage {

@@ -71,6 +71,11 @@ fn push_fixture(
             "HEAD~1:refs/heads/feature/x",
         ],
     );
+    git.run(dir, &["tag", "v1.0", "HEAD~1"]);
+    git.run(
+        dir,
+        &["push", "-q", &server.push_url(name), "refs/tags/v1.0"],
+    );
     (first, second)
 }
 
@@ -198,6 +203,28 @@ fn pages_show_the_repository_and_escape_everything() {
     let short = page(&server, &format!("/fixture/commit/{}", &second[..8]));
     assert!(short.contains(&second));
 
+    // Branches, tags and comparisons.
+    let branches = page(&server, "/fixture/branches");
+    assert!(
+        branches.contains("href=\"/fixture/tree/feature/x\"")
+            && branches.contains("href=\"/fixture/tree/main\""),
+        "{branches}"
+    );
+    assert!(
+        branches.contains("href=\"/fixture/compare/main...feature/x\""),
+        "{branches}"
+    );
+    let tags = page(&server, "/fixture/tags");
+    assert!(tags.contains("href=\"/fixture/tree/v1.0\""), "{tags}");
+    let ahead = page(&server, "/fixture/compare/feature/x...main");
+    assert!(ahead.contains("1 commit, 2 changed files"), "{ahead}");
+    assert!(
+        ahead.contains(&format!("/fixture/commit/{second}")) && ahead.contains("+four"),
+        "{ahead}"
+    );
+    let behind = page(&server, "/fixture/compare/main...v1.0");
+    assert!(behind.contains("0 commits, 0 changed files"), "{behind}");
+
     // Bad paths and names: a clear 404, never a panic.
     for path in [
         "/fixture/blob/main/../../etc/passwd",
@@ -207,6 +234,9 @@ fn pages_show_the_repository_and_escape_everything() {
         "/fixture/blob/main/docs",
         "/fixture/commit/0000000000000000000000000000000000000000",
         "/fixture/raw/main/%ff",
+        "/fixture/compare/main..feature/x",
+        "/fixture/compare/main...nothing",
+        "/fixture/compare/...main",
     ] {
         let response = get(&server, path);
         assert_eq!(response.status, 404, "{path}: {}", response.body);

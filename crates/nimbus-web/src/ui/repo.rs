@@ -137,6 +137,8 @@ fn repo_header(context: &Context, current: &str, rev: &str) -> Markup {
         nav.tabs {
             a.current[current == "code"] href={ "/" (name) "/tree/" (rev) } { "Code" }
             a.current[current == "commits"] href={ "/" (name) "/commits/" (rev) } { "Commits" }
+            a.current[current == "branches"] href={ "/" (name) "/branches" } { "Branches" }
+            a.current[current == "tags"] href={ "/" (name) "/tags" } { "Tags" }
         }
     }
 }
@@ -839,6 +841,185 @@ pub async fn commit(
     Ok(page(
         StatusCode::OK,
         &format!("{summary} · {repo}@{}", detail.id.to_hex_with_len(7)),
+        &context.viewer,
+        body,
+    ))
+}
+
+/// The most branches or tags listed on one page.
+const MAX_LISTED_REFS: usize = 500;
+
+/// `GET /{repo}/branches` and `/{repo}/tags`: newest commit first.
+pub async fn refs(
+    app: &App,
+    name: &str,
+    tags: bool,
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let context = match open(app, name, &parts).await {
+        Ok(context) => context,
+        Err(response) => return Ok(response),
+    };
+    let prefix = if tags { "refs/tags/" } else { "refs/heads/" };
+    let listed = with_objects(app, &context, move |refs, objects| {
+        let mut listed = Vec::new();
+        let mut total = 0usize;
+        for reference in refs {
+            let full = reference.name.to_string();
+            let Some(short) = full.strip_prefix(prefix) else {
+                continue;
+            };
+            total += 1;
+            if listed.len() == MAX_LISTED_REFS {
+                continue;
+            }
+            let target = reference.peeled.unwrap_or(reference.target);
+            // Tags of trees or blobs have no commit to show.
+            let detail = match objects.commit(&target)? {
+                Some(_) => Some(browse::commit_detail(objects, target)?),
+                None => None,
+            };
+            listed.push((short.to_owned(), detail));
+        }
+        listed.sort_by_key(|(_, detail)| {
+            std::cmp::Reverse(detail.as_ref().map_or(i64::MIN, |d| d.committer.time))
+        });
+        Ok((listed, total))
+    })
+    .await;
+    let (listed, total) = match listed {
+        Ok(listed) => listed,
+        Err(response) => return Ok(response),
+    };
+    let repo = context.repo.name.as_str();
+    let what = if tags { "Tags" } else { "Branches" };
+    let default = &context.repo.default_branch;
+    let body = html! {
+        (repo_header(&context, if tags { "tags" } else { "branches" }, default))
+        @if listed.is_empty() {
+            p.muted { @if tags { "No tags." } @else { "No branches." } }
+        } @else {
+            div.box { table.list #refs {
+                @for (short, detail) in &listed {
+                    tr {
+                        td {
+                            a href={ "/" (repo) "/tree/" (encode_path(short)) } { strong { (short) } }
+                            @if !tags && short == default { " " span.badge { "default" } }
+                            @if let Some(detail) = detail {
+                                br;
+                                span.muted { (detail.summary()) }
+                            }
+                        }
+                        td.when {
+                            @if let Some(detail) = detail { (when(detail.committer.time)) }
+                            @if !tags && short != default {
+                                br;
+                                a href={ "/" (repo) "/compare/" (encode_path(default)) "..." (encode_path(short)) } { "Compare" }
+                            }
+                        }
+                    }
+                }
+            } }
+            @if total > listed.len() { p.muted { "Only " (listed.len()) " of " (total) " are listed." } }
+        }
+    };
+    Ok(page(
+        StatusCode::OK,
+        &format!("{what} · {repo}"),
+        &context.viewer,
+        body,
+    ))
+}
+
+/// The commits listed on a comparison.
+const COMPARE_COMMITS: usize = 250;
+
+/// `GET /{repo}/compare/{base}...{head}`: the commits `head` has that
+/// `base` has not, and the diff from their merge base to `head`.
+pub async fn compare(
+    app: &App,
+    name: &str,
+    rest: &[&str],
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let context = match open(app, name, &parts).await {
+        Ok(context) => context,
+        Err(response) => return Ok(response),
+    };
+    let spec = decoded(rest).map(|segments| segments.join("/"));
+    let Some((base_name, head_name)) = spec
+        .as_deref()
+        .and_then(|spec| spec.split_once("..."))
+        .map(|(base, head)| (base.to_owned(), head.to_owned()))
+        .filter(|(base, head)| !base.is_empty() && !head.is_empty())
+    else {
+        return Ok(error_page(
+            StatusCode::NOT_FOUND,
+            &context.viewer,
+            "Compare two revisions as /{repository}/compare/{base}...{head}.",
+        ));
+    };
+    let names = (base_name.clone(), head_name.clone());
+    let found = with_objects(app, &context, move |refs, objects| {
+        let mut resolve_all = |name: &str| -> Result<Option<Resolved>, browse::BrowseError> {
+            let segments: Vec<&str> = name.split('/').collect();
+            Ok(browse::resolve(refs, objects, &segments)?
+                .filter(|resolved| resolved.consumed == segments.len()))
+        };
+        let (Some(base), Some(head)) = (resolve_all(&names.0)?, resolve_all(&names.1)?) else {
+            return Ok(None);
+        };
+        let comparison = browse::compare(objects, base.commit, head.commit, COMPARE_COMMITS)?;
+        let old_tree = match comparison.merge_base {
+            Some(merge_base) => Some(browse::commit_detail(objects, merge_base)?.tree),
+            None => None,
+        };
+        let new_tree = browse::commit_detail(objects, head.commit)?.tree;
+        let diff = browse::diff(objects, old_tree, new_tree, DIFF_LIMITS)?;
+        Ok(Some((comparison, diff)))
+    })
+    .await;
+    let (comparison, diff) = match found {
+        Err(response) => return Ok(response),
+        Ok(None) => {
+            return Ok(error_page(
+                StatusCode::NOT_FOUND,
+                &context.viewer,
+                &format!("No such revision: {base_name} or {head_name}."),
+            ));
+        }
+        Ok(Some(found)) => found,
+    };
+    let repo = context.repo.name.as_str();
+    let files = &diff.files;
+    let body = html! {
+        (repo_header(&context, "branches", &head_name))
+        h2 #compare-title { "Comparing " code { (base_name) } " … " code { (head_name) } }
+        @if comparison.merge_base.is_none() {
+            p.muted { "These histories have no commit in common; the diff is against an empty tree." }
+        }
+        p #ahead { (comparison.ahead) @if comparison.ahead == 1 { " commit" } @else { " commits" } ", " (files.len()) @if files.len() == 1 { " changed file" } @else { " changed files" } }
+        @if !comparison.commits.is_empty() {
+            div.box { table.list #commits {
+                @for commit in &comparison.commits {
+                    tr {
+                        td {
+                            a href={ "/" (repo) "/commit/" (commit.id) } { (commit.summary()) }
+                            br;
+                            span.muted { (person(commit)) }
+                        }
+                        td.when { code { (commit.id.to_hex_with_len(7)) } }
+                    }
+                }
+            } }
+            @if comparison.ahead > comparison.commits.len() { p.muted { "Only the newest " (comparison.commits.len()) " commits are listed." } }
+        }
+        @for file in files { (diff_file(file)) }
+        @if diff.truncated { p.muted { "More files changed than are shown." } }
+    };
+    Ok(page(
+        StatusCode::OK,
+        &format!("Comparing {base_name}...{head_name} · {repo}"),
         &context.viewer,
         body,
     ))
