@@ -203,6 +203,15 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
                 route::RepoPage::Blob => ui::repo::blob(app, &repo, &rest, parts).await,
                 route::RepoPage::Raw => ui::repo::raw(app, &repo, &rest, parts).await,
                 route::RepoPage::Commits => ui::repo::commits(app, &repo, &rest, parts).await,
+                route::RepoPage::Edit => {
+                    ui::editor::editor(app, &repo, ui::editor::EditKind::Edit, &rest, parts).await
+                }
+                route::RepoPage::New => {
+                    ui::editor::editor(app, &repo, ui::editor::EditKind::New, &rest, parts).await
+                }
+                route::RepoPage::Delete => {
+                    ui::editor::editor(app, &repo, ui::editor::EditKind::Delete, &rest, parts).await
+                }
                 route::RepoPage::Branches => ui::repo::refs(app, &repo, false, parts).await,
                 route::RepoPage::Tags => ui::repo::refs(app, &repo, true, parts).await,
                 route::RepoPage::Compare => ui::repo::compare(app, &repo, &rest, parts).await,

@@ -12,6 +12,10 @@ pub enum RepoPage {
     Branches,
     Tags,
     Compare,
+    /// The editor's forms (GET shows, POST commits).
+    Edit,
+    New,
+    Delete,
 }
 
 /// What a request is for.
@@ -172,6 +176,10 @@ pub fn is_git(route: &Route) -> bool {
 /// Which methods a route answers, for `405` responses.
 pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
     match route {
+        Route::RepoPage {
+            page: RepoPage::Edit | RepoPage::New | RepoPage::Delete,
+            ..
+        } => &["GET", "HEAD", "POST"],
         Route::Health
         | Route::InfoRefs { .. }
         | Route::Dashboard
@@ -332,6 +340,9 @@ pub fn route(path: &str) -> Route {
                 "branches" if rest.is_empty() => RepoPage::Branches,
                 "tags" if rest.is_empty() => RepoPage::Tags,
                 "compare" if !rest.is_empty() => RepoPage::Compare,
+                "edit" if rest.len() >= 2 => RepoPage::Edit,
+                "new" if !rest.is_empty() => RepoPage::New,
+                "delete" if rest.len() >= 2 => RepoPage::Delete,
                 _ => return Route::NotFound,
             };
             Route::RepoPage {

@@ -253,7 +253,7 @@ async fn drain(parts: RequestParts) {
 }
 
 /// Refuse a state-changing request another site made the browser send.
-fn check_origin(app: &App, parts: &RequestParts) -> Result<(), WebError> {
+pub(crate) fn check_origin(app: &App, parts: &RequestParts) -> Result<(), WebError> {
     let text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     if text("sec-fetch-site") == Some("cross-site") {
         return Err(WebError::forbidden(

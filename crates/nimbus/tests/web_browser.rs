@@ -5,23 +5,11 @@
 
 mod support;
 
+use support::browser::invite;
 use support::browser_driver::Chrome;
-use support::{Git, NimbusServer, OWNER_TOKEN};
+use support::{Git, NimbusServer};
 
 const PASSWORD: &str = "violet-canyon-drifts-at-noon";
-
-/// A new invitation's path (`/invite/<secret>`), made by the owner through the API.
-fn invite(server: &NimbusServer) -> String {
-    let response = server.request(
-        "POST",
-        "/api/v1/invitations",
-        Some(&format!("Bearer {OWNER_TOKEN}")),
-        Some(&serde_json::json!({})),
-    );
-    assert_eq!(response.status, 201, "{}", response.body);
-    let url = response.json()["url"].as_str().expect("url").to_owned();
-    url[url.find("/invite/").expect("an invitation path")..].to_owned()
-}
 
 /// Whether the page runs scripts: a `data:` page whose script rewrites a paragraph.
 fn runs_scripts(chrome: &Chrome) -> bool {
@@ -73,7 +61,7 @@ fn sign_out(chrome: &Chrome, server: &NimbusServer) {
 /// signing out, in a browser with or without JavaScript.
 fn sign_in_and_out(test_name: &str, javascript: bool) {
     let server = NimbusServer::start();
-    let invitation = invite(&server);
+    let invitation = invite(&server, None);
     let chrome = Chrome::start(test_name, javascript);
     assert_eq!(runs_scripts(&chrome), javascript);
     chrome.set_viewport(1280, 900);
@@ -200,15 +188,7 @@ fn browse(test_name: &str, javascript: bool) {
         ],
     );
 
-    let response = server.request(
-        "POST",
-        "/api/v1/invitations",
-        Some(&format!("Bearer {OWNER_TOKEN}")),
-        Some(&serde_json::json!({ "repo": "private-app", "access": "read" })),
-    );
-    assert_eq!(response.status, 201, "{}", response.body);
-    let url = response.json()["url"].as_str().expect("url").to_owned();
-    let invitation = url[url.find("/invite/").expect("a path")..].to_owned();
+    let invitation = invite(&server, Some(("private-app", "read")));
 
     let chrome = Chrome::start(test_name, javascript);
     // Signed out, the repository is not shown: the visitor is asked to sign in.
@@ -304,4 +284,131 @@ fn browse_a_repository_with_javascript() {
 #[test]
 fn browse_a_repository_without_javascript() {
     browse("browse_a_repository_without_javascript", false);
+}
+
+/// A collaborator with write access edits a file and commits it, hits the
+/// conflict when the branch moved meanwhile (keeping their text), and adds
+/// a new file; git sees the commits.
+fn edit_and_commit(test_name: &str, javascript: bool) {
+    let server = NimbusServer::start();
+    server.create_repo("notes", false);
+    let git = Git::new(2);
+    let work = tempfile::tempdir().expect("tempdir");
+    git.init(work.path());
+    git.commit(
+        work.path(),
+        "Start",
+        &[
+            ("README.md", "# Notes\n"),
+            ("docs/guide.md", "alpha\nbeta\n"),
+        ],
+        1_700_000_000,
+    );
+    git.run(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            &server.push_url("notes"),
+            "HEAD:refs/heads/main",
+        ],
+    );
+    let invitation = invite(&server, Some(("notes", "write")));
+
+    let chrome = Chrome::start(test_name, javascript);
+    accept_invitation(&chrome, &server, &invitation, "dave");
+
+    // Edit and commit.
+    chrome.goto(&format!(
+        "{}/notes/blob/main/docs/guide.md",
+        server.base_url()
+    ));
+    chrome.click("#edit");
+    assert_eq!(chrome.title(), "Editing docs/guide.md · notes · Nimbus");
+    assert_eq!(
+        chrome.execute("return document.getElementById('content').value"),
+        "alpha\nbeta\n"
+    );
+    chrome.fill("#content", "alpha\nBETA\n");
+    chrome.fill("#message", "Shout beta");
+    chrome.screenshot("editor");
+    chrome.click("#editor button[type=submit]");
+    assert_eq!(chrome.title(), "docs/guide.md at main · notes · Nimbus");
+    assert_eq!(chrome.texts("#code td.text"), ["alpha", "BETA"]);
+    chrome.screenshot("committed");
+    git.run(work.path(), &["pull", "-q", &server.url("notes"), "main"]);
+    assert_eq!(
+        git.run(work.path(), &["log", "-1", "--format=%an <%ae>%n%s"])
+            .trim(),
+        "dave <dave@users.noreply.nimbus>\nShout beta"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("docs/guide.md")).expect("read"),
+        "alpha\nBETA\n"
+    );
+    git.fsck(work.path());
+
+    // The branch moves while the form is open: a conflict, text kept.
+    chrome.goto(&format!(
+        "{}/notes/edit/main/docs/guide.md",
+        server.base_url()
+    ));
+    let moved = git.commit(
+        work.path(),
+        "Meanwhile",
+        &[("README.md", "# Notes, moved\n")],
+        1_700_000_200,
+    );
+    git.run(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            &server.push_url("notes"),
+            "HEAD:refs/heads/main",
+        ],
+    );
+    chrome.fill("#content", "alpha\nmy change\n");
+    chrome.fill("#message", "Too late");
+    chrome.click("#editor button[type=submit]");
+    assert!(
+        chrome
+            .text("#edit-error")
+            .contains("changed since this page was opened"),
+        "{}",
+        chrome.source()
+    );
+    assert_eq!(
+        chrome.execute("return document.getElementById('content').value"),
+        "alpha\nmy change\n"
+    );
+    chrome.screenshot("conflict");
+    let remote = git.ls_remote(&server.url("notes"), &["refs/heads/main"]);
+    assert!(
+        remote.iter().any(|line| line.starts_with(&moved)),
+        "{remote:?}"
+    );
+
+    // A new file in a new directory, from the tree page.
+    chrome.goto(&format!("{}/notes/tree/main/docs", server.base_url()));
+    chrome.click("#new-file");
+    chrome.fill("#filename", "more/hello.txt");
+    chrome.fill("#content", "hello\n");
+    chrome.fill("#message", "Say hello");
+    chrome.click("#editor button[type=submit]");
+    assert_eq!(
+        chrome.title(),
+        "docs/more/hello.txt at main · notes · Nimbus"
+    );
+    assert_eq!(chrome.texts("#code td.text"), ["hello"]);
+}
+
+#[test]
+fn edit_and_commit_with_javascript() {
+    edit_and_commit("edit_and_commit_with_javascript", true);
+}
+
+#[test]
+fn edit_and_commit_without_javascript() {
+    edit_and_commit("edit_and_commit_without_javascript", false);
 }

@@ -303,3 +303,172 @@ fn private_repositories_stay_hidden() {
         missing.body
     );
 }
+
+#[test]
+fn the_editor_refuses_readers_forgeries_and_empty_commits() {
+    use support::browser::{Browser, accept, invite};
+    const PASSWORD: &str = "quiet-harbour-lanterns-glow";
+    let server = NimbusServer::start();
+    server.create_repo("shared", false);
+    let git = Git::new(2);
+    let work = tempfile::tempdir().expect("tempdir");
+    git.init(work.path());
+    let head = git.commit(work.path(), "Start", &[("a.txt", "one\n")], 1_700_000_000);
+    git.run(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            &server.push_url("shared"),
+            "HEAD:refs/heads/main",
+        ],
+    );
+
+    // Anonymous visitors are sent to sign in; readers are refused.
+    let anonymous = get(&server, "/shared/edit/main/a.txt");
+    assert!(
+        anonymous.body.contains("name=\"password\""),
+        "{}",
+        anonymous.body
+    );
+    let mut reader = Browser::new(server.base_url());
+    let invitation = invite(&server, Some(("shared", "read")));
+    assert_eq!(
+        accept(&mut reader, &invitation, "rita", PASSWORD).status,
+        303
+    );
+    assert_eq!(reader.get("/shared/edit/main/a.txt").status, 403);
+    assert!(
+        !reader
+            .get("/shared/blob/main/a.txt")
+            .body
+            .contains("id=\"edit\"")
+    );
+
+    let mut writer = Browser::new(server.base_url());
+    let invitation = invite(&server, Some(("shared", "write")));
+    assert_eq!(
+        accept(&mut writer, &invitation, "wes", PASSWORD).status,
+        303
+    );
+    assert!(
+        writer
+            .get("/shared/blob/main/a.txt")
+            .body
+            .contains("id=\"edit\"")
+    );
+    let form = writer.get("/shared/edit/main/a.txt");
+    assert_eq!(form.status, 200, "{}", form.body);
+    let csrf = form.hidden("csrf");
+    assert_eq!(form.hidden("parent"), head);
+    let commit = |browser: &mut Browser, fields: &[(&str, &str)], extra: &[(&str, &str)]| {
+        browser.post_form_with("/shared/edit/main/a.txt", fields, extra)
+    };
+    // A wrong CSRF token, another site, nothing changed, a tag, a bad path.
+    let forged = commit(
+        &mut writer,
+        &[
+            ("csrf", "nope"),
+            ("parent", &head),
+            ("content", "x"),
+            ("message", "m"),
+        ],
+        &[],
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let cross = commit(
+        &mut writer,
+        &[
+            ("csrf", &csrf),
+            ("parent", &head),
+            ("content", "x"),
+            ("message", "m"),
+        ],
+        &[("Origin", "http://evil.test")],
+    );
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    let same = commit(
+        &mut writer,
+        &[
+            ("csrf", &csrf),
+            ("parent", &head),
+            ("content", "one\r\n"),
+            ("message", "m"),
+        ],
+        &[],
+    );
+    assert_eq!(same.status, 422, "{}", same.body);
+    assert!(same.body.contains("Nothing changed"), "{}", same.body);
+    let no_message = commit(
+        &mut writer,
+        &[
+            ("csrf", &csrf),
+            ("parent", &head),
+            ("content", "two\n"),
+            ("message", ""),
+        ],
+        &[],
+    );
+    assert_eq!(no_message.status, 422, "{}", no_message.body);
+    let new_form = writer.get("/shared/new/main");
+    assert_eq!(new_form.status, 200, "{}", new_form.body);
+    let bad_name = writer.post_form(
+        "/shared/new/main",
+        &[
+            ("csrf", &csrf),
+            ("parent", &head),
+            ("filename", "../escape.txt"),
+            ("content", "x"),
+            ("message", "m"),
+        ],
+    );
+    assert_eq!(bad_name.status, 422, "{}", bad_name.body);
+    let dot_git = writer.post_form(
+        "/shared/new/main",
+        &[
+            ("csrf", &csrf),
+            ("parent", &head),
+            ("filename", ".git/config"),
+            ("content", "x"),
+            ("message", "m"),
+        ],
+    );
+    assert_eq!(dot_git.status, 422, "{}", dot_git.body);
+    // Nothing of that reached the branch.
+    let remote = git.ls_remote(&server.url("shared"), &["refs/heads/main"]);
+    assert!(
+        remote.iter().all(|line| line.starts_with(&head)),
+        "{remote:?}"
+    );
+
+    // A real edit, with the textarea's CRLF line endings made LF.
+    let done = commit(
+        &mut writer,
+        &[
+            ("csrf", &csrf),
+            ("parent", &head),
+            ("content", "one\r\ntwo\r\n"),
+            ("message", "Add two"),
+        ],
+        &[],
+    );
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.location(), "/shared/blob/main/a.txt");
+    git.run(work.path(), &["pull", "-q", &server.url("shared"), "main"]);
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("a.txt")).expect("read"),
+        "one\ntwo\n"
+    );
+    // The push went through the outbox like any other.
+    let events = server.request(
+        "GET",
+        "/api/v1/audit?action=push",
+        Some(&format!("Bearer {OWNER_TOKEN}")),
+        None,
+    );
+    assert!(
+        events.body.contains("web editor: refs/heads/main"),
+        "{}",
+        events.body
+    );
+}

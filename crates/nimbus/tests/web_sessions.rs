@@ -8,37 +8,13 @@ mod support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use support::browser::{Browser, Page};
+use support::browser::{Browser, Page, accept, invite};
 use support::{NimbusServer, OWNER_TOKEN, ServerOptions};
 
 const GOOD_PASSWORD: &str = "violet-canyon-drifts-at-noon";
 
 fn owner() -> String {
     format!("Bearer {OWNER_TOKEN}")
-}
-
-/// A new invitation's path (`/invite/<secret>`), optionally granting
-/// `access` on `repo`.
-fn invite(server: &NimbusServer, grant: Option<(&str, &str)>) -> String {
-    let body = match grant {
-        Some((repo, access)) => serde_json::json!({ "repo": repo, "access": access }),
-        None => serde_json::json!({}),
-    };
-    let response = server.request("POST", "/api/v1/invitations", Some(&owner()), Some(&body));
-    assert_eq!(response.status, 201, "{}", response.body);
-    let url = response.json()["url"].as_str().expect("url").to_owned();
-    url[url.find("/invite/").expect("an invitation path")..].to_owned()
-}
-
-/// Accept `invitation` as `name` with `password` in `browser`.
-fn accept(browser: &mut Browser, invitation: &str, name: &str, password: &str) -> Page {
-    let form = browser.get(invitation);
-    assert_eq!(form.status, 200, "{}", form.body);
-    let csrf = form.hidden("csrf");
-    browser.post_form(
-        invitation,
-        &[("csrf", &csrf), ("user", name), ("password", password)],
-    )
 }
 
 fn sign_in(browser: &mut Browser, name: &str, password: &str) -> Page {

@@ -10,6 +10,7 @@
 //! thread, and ask `AccessControl` (surface `Web`) whether the signed-in
 //! user (the session cookie) or an anonymous visitor may read them.
 
+pub mod editor;
 pub mod layout;
 pub mod markdown;
 pub mod repo;

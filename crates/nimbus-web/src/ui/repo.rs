@@ -15,7 +15,8 @@ use crate::{App, RequestParts};
 use maud::{Markup, PreEscaped, html};
 use nimbus_auth::{Decision, RepoAction, Surface};
 use nimbus_git::browse::{
-    self, CommitDetail, DiffLimits, EntryKind, FileDiff, LineKind, PathTarget, Resolved, TreeEntry,
+    self, CommitDetail, DiffLimits, EntryKind, FileDiff, LineKind, PathTarget, Resolved, RevKind,
+    TreeEntry,
 };
 use nimbus_git::objects::Objects;
 use nimbus_types::{Principal, RepoName, Repository, Visibility};
@@ -40,6 +41,8 @@ const DIFF_LIMITS: DiffLimits = DiffLimits {
 struct Context {
     viewer: Viewer,
     repo: Repository,
+    /// Whether the visitor may commit here (the editor's links).
+    can_write: bool,
 }
 
 fn viewer(parts: &RequestParts) -> (Principal, Viewer) {
@@ -81,7 +84,23 @@ async fn open(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Re
         .await
         .map_err(|e| auth_failure(e).into_response())?;
     match (decision, repo) {
-        (Decision::Allow, Some(repo)) => Ok(Context { viewer, repo }),
+        (Decision::Allow, Some(repo)) => {
+            let can_write = match principal {
+                Principal::Anonymous => false,
+                _ => {
+                    app.access
+                        .authorize_repo(&principal, Some(&repo), RepoAction::Write, Surface::Web)
+                        .await
+                        .map_err(|e| auth_failure(e).into_response())?
+                        == Decision::Allow
+                }
+            };
+            Ok(Context {
+                viewer,
+                repo,
+                can_write,
+            })
+        }
         (Decision::Unauthenticated, _) => Err(redirect(&format!(
             "/login?next={}",
             segment(&parts.path).replace("%2F", "/")
@@ -424,6 +443,9 @@ pub async fn tree(
             let body = html! {
                 (repo_header(&context, "code", &resolved.label))
                 (breadcrumbs(repo, &resolved.label, &path))
+                @if context.can_write && resolved.kind == RevKind::Branch {
+                    p { a #new-file href={ "/" (repo) "/new/" (encode_path(&resolved.label)) @if !path.is_empty() { "/" (encode_path(&path)) } } { "Add a file" } }
+                }
                 div.box { (listing_box(repo, &resolved.label, &path, &listing)) }
                 @if let Some((readme_name, blob)) = readme {
                     div.box #readme {
@@ -518,6 +540,10 @@ pub async fn blob(
                     a #raw href=(raw) { "Raw" }
                     a href={ (raw) "?download=1" } { "Download" }
                     a href={ "/" (repo) "/commits/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "History" }
+                    @if context.can_write && resolved.kind == RevKind::Branch {
+                        @if !blob.binary { a #edit href={ "/" (repo) "/edit/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "Edit" } }
+                        a #delete href={ "/" (repo) "/delete/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "Delete" }
+                    }
                 }
             }
             @if blob.binary {

@@ -204,3 +204,28 @@ fn serde_urlencoded_pairs(fields: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+/// A new invitation's path (`/invite/<secret>`), made by the owner through
+/// the API, optionally granting `access` on `repo`.
+pub fn invite(server: &super::NimbusServer, grant: Option<(&str, &str)>) -> String {
+    let body = match grant {
+        Some((repo, access)) => serde_json::json!({ "repo": repo, "access": access }),
+        None => serde_json::json!({}),
+    };
+    let owner = format!("Bearer {}", super::OWNER_TOKEN);
+    let response = server.request("POST", "/api/v1/invitations", Some(&owner), Some(&body));
+    assert_eq!(response.status, 201, "{}", response.body);
+    let url = response.json()["url"].as_str().expect("url").to_owned();
+    url[url.find("/invite/").expect("an invitation path")..].to_owned()
+}
+
+/// Accept `invitation` as `name` with `password` in `browser`.
+pub fn accept(browser: &mut Browser, invitation: &str, name: &str, password: &str) -> Page {
+    let form = browser.get(invitation);
+    assert_eq!(form.status, 200, "{}", form.body);
+    let csrf = form.hidden("csrf");
+    browser.post_form(
+        invitation,
+        &[("csrf", &csrf), ("user", name), ("password", password)],
+    )
+}
