@@ -14,16 +14,15 @@
 use super::layout::{Viewer, error_page, page};
 use super::{decode, path as encode_path};
 use crate::error::WebError;
-use crate::git_http::auth_failure;
 use crate::{App, Audit, RequestParts, body};
 use maud::html;
 use nimbus_auth::session::ActiveSession;
-use nimbus_auth::{Decision, RepoAction, Surface};
+use nimbus_auth::{Decision, RepoAction};
 use nimbus_git::browse::{self, PathTarget, RevKind};
 use nimbus_git::edit::CommitEditError;
 use nimbus_git::edit::{Change, CommitRequest, EditError, Identity};
 use nimbus_git::objects::Objects;
-use nimbus_types::{ObjectId, RepoName, Repository};
+use nimbus_types::{ObjectId, Repository};
 use serde::Deserialize;
 use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -106,24 +105,8 @@ async fn target(
     let viewer = Viewer {
         name: Some(session.user.name.clone()),
     };
-    let repo = match RepoName::new(name) {
-        Ok(valid) => app
-            .meta
-            .repository(&valid)
-            .await
-            .map_err(|e| WebError::internal(&e).into_response())?,
-        Err(_) => None,
-    };
-    let decision = app
-        .access
-        .authorize_repo(
-            &session.principal(),
-            repo.as_ref(),
-            RepoAction::Write,
-            Surface::Web,
-        )
-        .await
-        .map_err(|e| auth_failure(e).into_response())?;
+    let (decision, repo) =
+        super::authorize(app, name, &session.principal(), RepoAction::Write).await?;
     let repo = match (decision, repo) {
         (Decision::Allow, Some(repo)) => repo,
         (Decision::Forbidden(_), Some(repo)) => {

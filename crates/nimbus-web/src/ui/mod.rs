@@ -15,7 +15,37 @@ pub mod layout;
 pub mod markdown;
 pub mod repo;
 
+use crate::App;
+use crate::error::WebError;
+use crate::git_http::auth_failure;
+use nimbus_auth::{Decision, RepoAction, Surface};
+use nimbus_types::{Principal, RepoName, Repository};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use warp::reply::Response;
+
+/// The repository `name` (if it exists) and whether `principal` may do
+/// `action` on it through the web.
+pub(crate) async fn authorize(
+    app: &App,
+    name: &str,
+    principal: &Principal,
+    action: RepoAction,
+) -> Result<(Decision, Option<Repository>), Response> {
+    let repo = match RepoName::new(name) {
+        Ok(valid) => app
+            .meta
+            .repository(&valid)
+            .await
+            .map_err(|e| WebError::internal(&e).into_response())?,
+        Err(_) => None,
+    };
+    let decision = app
+        .access
+        .authorize_repo(principal, repo.as_ref(), action, Surface::Web)
+        .await
+        .map_err(|e| auth_failure(e).into_response())?;
+    Ok((decision, repo))
+}
 
 /// Characters escaped in one URL path segment.
 const SEGMENT: &AsciiSet = &CONTROLS

@@ -19,7 +19,7 @@ use nimbus_git::browse::{
     TreeEntry,
 };
 use nimbus_git::objects::Objects;
-use nimbus_types::{Principal, RepoName, Repository, Visibility};
+use nimbus_types::{Principal, Repository, Visibility};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
@@ -70,19 +70,7 @@ fn redirect(location: &str) -> Response {
 /// never revealed).
 async fn open(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Response> {
     let (principal, viewer) = viewer(parts);
-    let repo = match RepoName::new(name) {
-        Ok(valid) => app
-            .meta
-            .repository(&valid)
-            .await
-            .map_err(|e| WebError::internal(&e).into_response())?,
-        Err(_) => None,
-    };
-    let decision = app
-        .access
-        .authorize_repo(&principal, repo.as_ref(), RepoAction::Read, Surface::Web)
-        .await
-        .map_err(|e| auth_failure(e).into_response())?;
+    let (decision, repo) = super::authorize(app, name, &principal, RepoAction::Read).await?;
     match (decision, repo) {
         (Decision::Allow, Some(repo)) => {
             let can_write = match principal {
