@@ -7,6 +7,7 @@
 //! caller.
 
 pub mod advertise;
+pub mod archive;
 pub mod browse;
 pub mod bundle;
 pub mod edit;

@@ -301,6 +301,35 @@ impl GitService {
         Ok(receiver)
     }
 
+    /// `commit`'s files as an archive, streamed as it is written; an error
+    /// part-way ends the stream with that error (the download is cut).
+    pub async fn archive(
+        &self,
+        repo: &Repository,
+        commit: gix_hash::ObjectId,
+        prefix: String,
+        format: crate::archive::ArchiveFormat,
+    ) -> Result<BodyReceiver, ServiceError> {
+        let snapshot = self.snapshot(repo).await?;
+        let (sender, receiver) = mpsc::channel(RESPONSE_CHANNEL_CHUNKS);
+        let repo_name = repo.name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let out = ChannelWriter {
+                sender: sender.clone(),
+                buf: Vec::with_capacity(CHANNEL_CHUNK),
+            };
+            let mut objects = crate::objects::Objects::new(snapshot.db.handle());
+            let written = crate::archive::write_archive(&mut objects, commit, &prefix, format, out)
+                .map_err(io::Error::other)
+                .and_then(|mut out| out.flush());
+            if let Err(err) = written {
+                tracing::warn!(repo = %repo_name, error = %err, "an archive ended early");
+                let _ = sender.blocking_send(Err(err));
+            }
+        });
+        Ok(receiver)
+    }
+
     /// Receive one push: commands and pack from `body`; returns the report.
     /// `pusher` is named in the push's events.
     pub async fn receive_pack(

@@ -212,6 +212,7 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
                 route::RepoPage::Delete => {
                     ui::editor::editor(app, &repo, ui::editor::EditKind::Delete, &rest, parts).await
                 }
+                route::RepoPage::Archive => ui::repo::archive(app, &repo, &rest, parts).await,
                 route::RepoPage::Branches => ui::repo::refs(app, &repo, false, parts).await,
                 route::RepoPage::Tags => ui::repo::refs(app, &repo, true, parts).await,
                 route::RepoPage::Compare => ui::repo::compare(app, &repo, &rest, parts).await,

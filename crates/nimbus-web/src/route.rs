@@ -12,6 +12,8 @@ pub enum RepoPage {
     Branches,
     Tags,
     Compare,
+    /// `archive/{rev}.tar.gz` or `.zip`.
+    Archive,
     /// The editor's forms (GET shows, POST commits).
     Edit,
     New,
@@ -340,6 +342,7 @@ pub fn route(path: &str) -> Route {
                 "branches" if rest.is_empty() => RepoPage::Branches,
                 "tags" if rest.is_empty() => RepoPage::Tags,
                 "compare" if !rest.is_empty() => RepoPage::Compare,
+                "archive" if !rest.is_empty() => RepoPage::Archive,
                 "edit" if rest.len() >= 2 => RepoPage::Edit,
                 "new" if !rest.is_empty() => RepoPage::New,
                 "delete" if rest.len() >= 2 => RepoPage::Delete,

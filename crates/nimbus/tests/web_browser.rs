@@ -204,6 +204,10 @@ fn browse(test_name: &str, javascript: bool) {
     assert_eq!(chrome.text("#readme h1"), "Private app");
     assert!(chrome.text(".box .head").contains("Say delta"));
     chrome.screenshot("repository");
+    assert_eq!(
+        chrome.attribute("#archive-zip", "href").as_deref(),
+        Some("/private-app/archive/main.zip")
+    );
 
     chrome.click("#files a[href='/private-app/tree/main/docs']");
     assert_eq!(chrome.title(), "docs at main · private-app · Nimbus");

@@ -472,3 +472,162 @@ fn the_editor_refuses_readers_forgeries_and_empty_commits() {
         events.body
     );
 }
+
+/// The bytes at `path` (the API helper reads text).
+fn download(server: &NimbusServer, path: &str) -> (String, Vec<u8>) {
+    let mut response = ureq::get(&format!("{}{path}", server.base_url()))
+        .call()
+        .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+    let kind = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_vec()
+        .expect("read the body");
+    (kind, bytes)
+}
+
+/// Unpack `archive` (`tar.gz` or `zip`) into a new directory.
+fn unpack(archive: &[u8], format: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("archive.{format}"));
+    std::fs::write(&file, archive).expect("write");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let status = match format {
+        "tar.gz" => std::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&out)
+            .status(),
+        _ => std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
+            ])
+            .arg(&file)
+            .arg(&out)
+            .status(),
+    }
+    .expect("run the unpacker");
+    assert!(status.success(), "unpacking the {format} archive failed");
+    std::fs::remove_file(&file).expect("remove");
+    dir
+}
+
+/// Every file under `root` with its content and whether it is executable.
+fn files(root: &std::path::Path) -> Vec<(String, Vec<u8>, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let executable = std::fs::metadata(&path)
+                    .expect("metadata")
+                    .permissions()
+                    .mode()
+                    & 0o111
+                    != 0;
+                let name = path
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .into_owned();
+                found.push((name, std::fs::read(&path).expect("read"), executable));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn archives_hold_what_git_archive_holds() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = NimbusServer::start();
+    server.create_repo("packed", false);
+    let git = Git::new(2);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (_, main) = push_fixture(&server, &git, work.path(), "packed");
+    let tool = work.path().join("tools/run.sh");
+    std::fs::create_dir_all(tool.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&tool, "#!/bin/sh\necho run\n").expect("write");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    git.run(work.path(), &["add", "tools/run.sh"]);
+    let feature = git.commit(
+        work.path(),
+        "A tool",
+        &[("tools/README", "tools\n")],
+        1_700_000_300,
+    );
+    git.run(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            &server.push_url("packed"),
+            "HEAD:refs/heads/feature/y",
+        ],
+    );
+
+    // Server revisions, and the same commits in the work tree (whose own
+    // `main` has the tool commit too).
+    for (rev, local, prefix) in [
+        ("main", main.as_str(), "packed-main"),
+        ("feature/y", feature.as_str(), "packed-feature-y"),
+        ("v1.0", "v1.0", "packed-v1.0"),
+    ] {
+        for format in ["tar.gz", "zip"] {
+            let (kind, ours) = download(&server, &format!("/packed/archive/{rev}.{format}"));
+            assert_eq!(
+                kind,
+                if format == "zip" {
+                    "application/zip"
+                } else {
+                    "application/gzip"
+                }
+            );
+            let reference = std::process::Command::new(support::git_binary())
+                .current_dir(work.path())
+                .args([
+                    "archive",
+                    &format!("--format={format}"),
+                    &format!("--prefix={prefix}/"),
+                    local,
+                ])
+                .output()
+                .expect("git archive");
+            assert!(reference.status.success());
+            let ours = unpack(&ours, format);
+            let theirs = unpack(&reference.stdout, format);
+            let ours_files = files(ours.path());
+            let theirs_files = files(theirs.path());
+            assert!(!ours_files.is_empty());
+            let names = |files: &[(String, Vec<u8>, bool)]| -> Vec<(String, bool)> {
+                files
+                    .iter()
+                    .map(|(name, _, exec)| (name.clone(), *exec))
+                    .collect()
+            };
+            assert_eq!(names(&ours_files), names(&theirs_files), "{rev}.{format}");
+            for (ours, theirs) in ours_files.iter().zip(&theirs_files) {
+                assert!(ours.1 == theirs.1, "{rev}.{format}: {} differs", ours.0);
+            }
+        }
+    }
+    let missing = get(&server, "/packed/archive/nothing.zip");
+    assert_eq!(missing.status, 404);
+    let no_format = get(&server, "/packed/archive/main.rar");
+    assert_eq!(no_format.status, 404);
+}

@@ -320,7 +320,13 @@ pub async fn home(app: &App, name: &str, parts: RequestParts) -> Result<Response
         },
         Some((resolved, listing, readme, head)) => html! {
             (repo_header(&context, "code", &resolved.label))
-            p { "Clone: " code.clone #clone-url { (clone_url) } }
+            p {
+                "Clone: " code.clone #clone-url { (clone_url) }
+                " · Download "
+                a #archive-tar href={ "/" (repo) "/archive/" (encode_path(&resolved.label)) ".tar.gz" } { ".tar.gz" }
+                " "
+                a #archive-zip href={ "/" (repo) "/archive/" (encode_path(&resolved.label)) ".zip" } { ".zip" }
+            }
             div.box {
                 div.head {
                     span.muted { (resolved.label) }
@@ -1037,4 +1043,74 @@ pub async fn compare(
         &context.viewer,
         body,
     ))
+}
+
+/// `GET /{repo}/archive/{rev}.tar.gz` and `.zip`: the revision's files,
+/// streamed, under `{repo}-{rev}/` (GitHub's naming).
+pub async fn archive(
+    app: &App,
+    name: &str,
+    rest: &[&str],
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let context = match open(app, name, &parts).await {
+        Ok(context) => context,
+        Err(response) => return Ok(response),
+    };
+    let not_found = |context: &Context| {
+        Ok(error_page(
+            StatusCode::NOT_FOUND,
+            &context.viewer,
+            "Archives are /{repository}/archive/{revision}.tar.gz or .zip.",
+        ))
+    };
+    let Some(joined) = decoded(rest).map(|segments| segments.join("/")) else {
+        return not_found(&context);
+    };
+    let Some((rev, format)) = nimbus_git::archive::ArchiveFormat::split(&joined)
+        .map(|(rev, format)| (rev.to_owned(), format))
+        .filter(|(rev, _)| !rev.is_empty())
+    else {
+        return not_found(&context);
+    };
+    let wanted = rev.clone();
+    let resolved = with_objects(app, &context, move |refs, objects| {
+        let segments: Vec<&str> = wanted.split('/').collect();
+        Ok(browse::resolve(refs, objects, &segments)?
+            .filter(|resolved| resolved.consumed == segments.len()))
+    })
+    .await;
+    let resolved = match resolved {
+        Err(response) => return Ok(response),
+        Ok(None) => return not_found(&context),
+        Ok(Some(resolved)) => resolved,
+    };
+    let prefix = format!("{}-{}", context.repo.name, rev.replace('/', "-"));
+    let receiver = match app
+        .git
+        .archive(&context.repo, resolved.commit, prefix.clone(), format)
+        .await
+    {
+        Ok(receiver) => receiver,
+        Err(err) => return Ok(internal(&context.viewer, &err)),
+    };
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let mut response = warp::reply::stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.{}\"",
+        segment(&prefix),
+        format.extension()
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
 }
