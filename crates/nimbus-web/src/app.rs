@@ -58,6 +58,10 @@ pub struct App {
     pub providers: Arc<Providers>,
     /// Limits on failed authentication.
     pub limits: Arc<AuthLimits>,
+    /// Expensive pages (archives, diffs, history, comparisons) per
+    /// anonymous client address; git traffic and signed-in users are not
+    /// counted.
+    pub page_limits: Arc<nimbus_auth::limit::FailureLimiter>,
     /// Publishes the outbox's events; `None` in one-shot commands (their
     /// events wait in the outbox for a server).
     pub relay: Option<Arc<nimbus_events::relay::Relay>>,

@@ -228,6 +228,11 @@ struct ServeArgs {
     /// Whether anonymous users may clone public and hidden repositories.
     #[arg(long, env = "NIMBUS_ANONYMOUS_READ", default_value_t = true, action = clap::ArgAction::Set)]
     anonymous_read: bool,
+    /// Expensive web pages (archives, diffs, history, comparisons) an
+    /// anonymous client address may load per minute; git traffic and
+    /// signed-in users are not limited.
+    #[arg(long, env = "NIMBUS_ANONYMOUS_PAGE_LIMIT", default_value_t = 60)]
+    anonymous_page_limit: u32,
     /// The largest pack a push may send, in MiB.
     #[arg(long, env = "NIMBUS_MAX_PACK_MIB", default_value_t = 4096)]
     max_pack_mib: u64,
@@ -628,6 +633,10 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
         limits: Arc::new(AuthLimits::new(
             serve.map_or(20, |s| s.sign_in.auth_max_failures),
             std::time::Duration::from_secs(15 * 60),
+        )),
+        page_limits: Arc::new(nimbus_auth::limit::FailureLimiter::new(
+            serve.map_or(60, |s| s.anonymous_page_limit),
+            std::time::Duration::from_secs(60),
         )),
         config: AppConfig {
             secure_cookies: public_url

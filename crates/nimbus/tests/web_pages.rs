@@ -631,3 +631,67 @@ fn archives_hold_what_git_archive_holds() {
     let no_format = get(&server, "/packed/archive/main.rar");
     assert_eq!(no_format.status, 404);
 }
+
+#[test]
+fn expensive_pages_are_limited_for_anonymous_visitors_only() {
+    use support::browser::{Browser, accept, invite};
+    let server = NimbusServer::start_with(support::ServerOptions {
+        env: vec![("NIMBUS_ANONYMOUS_PAGE_LIMIT".into(), "3".into())],
+        ..support::ServerOptions::default()
+    });
+    server.create_repo("busy", false);
+    let git = Git::new(2);
+    let work = tempfile::tempdir().expect("tempdir");
+    git.init(work.path());
+    let head = git.commit(work.path(), "One", &[("a.txt", "a\n")], 1_700_000_000);
+    git.run(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            &server.push_url("busy"),
+            "HEAD:refs/heads/main",
+        ],
+    );
+
+    for path in [
+        "/busy/archive/main.zip",
+        "/busy/commits/main",
+        &format!("/busy/commit/{head}"),
+    ] {
+        assert_eq!(get(&server, path).status, 200, "{path}");
+    }
+    let limited = get(&server, "/busy/archive/main.tar.gz");
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(
+        limited
+            .header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().is_ok_and(|s| (1..=60).contains(&s)))
+    );
+    assert!(limited.body.contains("sign in"), "{}", limited.body);
+    // Cheap pages and git are not limited.
+    assert_eq!(get(&server, "/busy/blob/main/a.txt").status, 200);
+    assert!(
+        git.ls_remote(&server.url("busy"), &[])
+            .iter()
+            .any(|line| line.ends_with("refs/heads/main"))
+    );
+    let clone = tempfile::tempdir().expect("tempdir");
+    git.run(clone.path(), &["clone", "-q", &server.url("busy"), "copy"]);
+    // Signed-in visitors are not counted.
+    let mut browser = Browser::new(server.base_url());
+    let invitation = invite(&server, None);
+    assert_eq!(
+        accept(
+            &mut browser,
+            &invitation,
+            "paula",
+            "amber-meadow-whistles-softly"
+        )
+        .status,
+        303
+    );
+    for _ in 0..5 {
+        assert_eq!(browser.get(&format!("/busy/commit/{head}")).status, 200);
+    }
+}

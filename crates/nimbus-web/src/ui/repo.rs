@@ -101,6 +101,32 @@ async fn open(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Re
     }
 }
 
+/// Count an expensive page for an anonymous visitor; the page to show
+/// instead once its address used up the minute's allowance.
+fn expensive(app: &App, context: &Context, parts: &RequestParts) -> Option<Response> {
+    if context.viewer.name.is_some() {
+        return None;
+    }
+    let key = format!("page:{}", parts.client.as_deref()?);
+    let now = std::time::Instant::now();
+    if let Some(wait) = app.page_limits.blocked(&key, now) {
+        let seconds = wait.as_secs().max(1);
+        let mut response = error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &context.viewer,
+            &format!(
+                "Too many expensive pages from your address; try again in {seconds} seconds, or sign in."
+            ),
+        );
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Some(response);
+    }
+    app.page_limits.record_failure(&key, now);
+    None
+}
+
 fn internal(viewer: &Viewer, err: &dyn std::error::Error) -> Response {
     tracing::error!(error = %err, "a page failed");
     error_page(
@@ -658,6 +684,9 @@ pub async fn commits(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
+    if let Some(response) = expensive(app, &context, &parts) {
+        return Ok(response);
+    }
     let Some(rest) = decoded(rest) else {
         return Ok(error_page(
             StatusCode::NOT_FOUND,
@@ -796,6 +825,9 @@ pub async fn commit(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
+    if let Some(response) = expensive(app, &context, &parts) {
+        return Ok(response);
+    }
     let wanted = id.to_owned();
     let found = with_objects(app, &context, move |refs, objects| {
         let Some(resolved) = browse::resolve(refs, objects, &[wanted.as_str()])? else {
@@ -966,6 +998,9 @@ pub async fn compare(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
+    if let Some(response) = expensive(app, &context, &parts) {
+        return Ok(response);
+    }
     let spec = decoded(rest).map(|segments| segments.join("/"));
     let Some((base_name, head_name)) = spec
         .as_deref()
@@ -1057,6 +1092,9 @@ pub async fn archive(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
+    if let Some(response) = expensive(app, &context, &parts) {
+        return Ok(response);
+    }
     let not_found = |context: &Context| {
         Ok(error_page(
             StatusCode::NOT_FOUND,
