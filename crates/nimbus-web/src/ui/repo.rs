@@ -101,6 +101,16 @@ async fn open(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Re
     }
 }
 
+/// [`open`] for an expensive page: also counted against an anonymous
+/// visitor's allowance.
+async fn open_expensive(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Response> {
+    let context = open(app, name, parts).await?;
+    match expensive(app, &context, parts) {
+        Some(response) => Err(response),
+        None => Ok(context),
+    }
+}
+
 /// Count an expensive page for an anonymous visitor; the page to show
 /// instead once its address used up the minute's allowance.
 fn expensive(app: &App, context: &Context, parts: &RequestParts) -> Option<Response> {
@@ -237,6 +247,17 @@ pub async fn dashboard(app: &App, parts: RequestParts) -> Result<Response, WebEr
             }
         },
     ))
+}
+
+/// `name` (`main`, `feature/x`, an id) as a revision, all of it.
+fn resolve_whole(
+    refs: &[nimbus_types::Ref],
+    objects: &mut Objects,
+    name: &str,
+) -> Result<Option<Resolved>, browse::BrowseError> {
+    let segments: Vec<&str> = name.split('/').collect();
+    Ok(browse::resolve(refs, objects, &segments)?
+        .filter(|resolved| resolved.consumed == segments.len()))
 }
 
 /// The first segments of `rest` as a revision, the others as a path.
@@ -680,13 +701,10 @@ pub async fn commits(
     rest: &[&str],
     parts: RequestParts,
 ) -> Result<Response, WebError> {
-    let context = match open(app, name, &parts).await {
+    let context = match open_expensive(app, name, &parts).await {
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
-    if let Some(response) = expensive(app, &context, &parts) {
-        return Ok(response);
-    }
     let Some(rest) = decoded(rest) else {
         return Ok(error_page(
             StatusCode::NOT_FOUND,
@@ -821,13 +839,10 @@ pub async fn commit(
     id: &str,
     parts: RequestParts,
 ) -> Result<Response, WebError> {
-    let context = match open(app, name, &parts).await {
+    let context = match open_expensive(app, name, &parts).await {
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
-    if let Some(response) = expensive(app, &context, &parts) {
-        return Ok(response);
-    }
     let wanted = id.to_owned();
     let found = with_objects(app, &context, move |refs, objects| {
         let Some(resolved) = browse::resolve(refs, objects, &[wanted.as_str()])? else {
@@ -994,13 +1009,10 @@ pub async fn compare(
     rest: &[&str],
     parts: RequestParts,
 ) -> Result<Response, WebError> {
-    let context = match open(app, name, &parts).await {
+    let context = match open_expensive(app, name, &parts).await {
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
-    if let Some(response) = expensive(app, &context, &parts) {
-        return Ok(response);
-    }
     let spec = decoded(rest).map(|segments| segments.join("/"));
     let Some((base_name, head_name)) = spec
         .as_deref()
@@ -1016,12 +1028,9 @@ pub async fn compare(
     };
     let names = (base_name.clone(), head_name.clone());
     let found = with_objects(app, &context, move |refs, objects| {
-        let mut resolve_all = |name: &str| -> Result<Option<Resolved>, browse::BrowseError> {
-            let segments: Vec<&str> = name.split('/').collect();
-            Ok(browse::resolve(refs, objects, &segments)?
-                .filter(|resolved| resolved.consumed == segments.len()))
-        };
-        let (Some(base), Some(head)) = (resolve_all(&names.0)?, resolve_all(&names.1)?) else {
+        let base = resolve_whole(refs, objects, &names.0)?;
+        let head = resolve_whole(refs, objects, &names.1)?;
+        let (Some(base), Some(head)) = (base, head) else {
             return Ok(None);
         };
         let comparison = browse::compare(objects, base.commit, head.commit, COMPARE_COMMITS)?;
@@ -1088,13 +1097,10 @@ pub async fn archive(
     rest: &[&str],
     parts: RequestParts,
 ) -> Result<Response, WebError> {
-    let context = match open(app, name, &parts).await {
+    let context = match open_expensive(app, name, &parts).await {
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
-    if let Some(response) = expensive(app, &context, &parts) {
-        return Ok(response);
-    }
     let not_found = |context: &Context| {
         Ok(error_page(
             StatusCode::NOT_FOUND,
@@ -1113,9 +1119,7 @@ pub async fn archive(
     };
     let wanted = rev.clone();
     let resolved = with_objects(app, &context, move |refs, objects| {
-        let segments: Vec<&str> = wanted.split('/').collect();
-        Ok(browse::resolve(refs, objects, &segments)?
-            .filter(|resolved| resolved.consumed == segments.len()))
+        resolve_whole(refs, objects, &wanted)
     })
     .await;
     let resolved = match resolved {
