@@ -261,7 +261,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    fn from_mode(mode: EntryMode) -> Self {
+    pub(crate) fn from_mode(mode: EntryMode) -> Self {
         match mode.kind() {
             gix_object::tree::EntryKind::Tree => EntryKind::Dir,
             gix_object::tree::EntryKind::Blob => EntryKind::File,
@@ -291,7 +291,7 @@ impl EntryKind {
     }
 
     /// Directories and submodules, listed before files.
-    fn is_dir_like(self) -> bool {
+    pub(crate) fn is_dir_like(self) -> bool {
         matches!(self, EntryKind::Dir | EntryKind::Submodule)
     }
 }
@@ -336,7 +336,7 @@ pub enum PathTarget {
 
 /// Split a path into its segments: `""` is the root, one trailing `/` is
 /// ignored; `None` for paths that cannot name an entry.
-fn split_path(path: &[u8]) -> Option<Vec<&[u8]>> {
+pub(crate) fn split_path(path: &[u8]) -> Option<Vec<&[u8]>> {
     if path.len() > MAX_PATH_BYTES {
         return None;
     }
@@ -352,7 +352,7 @@ fn split_path(path: &[u8]) -> Option<Vec<&[u8]>> {
 }
 
 /// The tree of commit `id`; an error if it is missing or not a commit.
-fn tree_of_commit(objects: &mut Objects, id: ObjectId) -> Result<ObjectId, BrowseError> {
+pub(crate) fn tree_of_commit(objects: &mut Objects, id: ObjectId) -> Result<ObjectId, BrowseError> {
     match objects.commit(&id)? {
         Some(info) => Ok(info.tree),
         None => Err(match objects.kind(&id)? {
@@ -367,7 +367,7 @@ fn tree_of_commit(objects: &mut Objects, id: ObjectId) -> Result<ObjectId, Brows
 }
 
 /// Read an object of the expected kind, at most `limit` bytes large.
-fn read_object(
+pub(crate) fn read_object(
     objects: &mut Objects,
     id: ObjectId,
     expected: gix_object::Kind,
@@ -390,14 +390,17 @@ fn read_object(
 
 /// A tree entry with its mode, owned.
 #[derive(Debug, Clone)]
-struct RawEntry {
-    name: Vec<u8>,
-    mode: EntryMode,
-    id: ObjectId,
+pub(crate) struct RawEntry {
+    pub(crate) name: Vec<u8>,
+    pub(crate) mode: EntryMode,
+    pub(crate) id: ObjectId,
 }
 
 /// All entries of tree `id`, in tree order.
-fn tree_entries(objects: &mut Objects, id: ObjectId) -> Result<Vec<RawEntry>, BrowseError> {
+pub(crate) fn tree_entries(
+    objects: &mut Objects,
+    id: ObjectId,
+) -> Result<Vec<RawEntry>, BrowseError> {
     let data = read_object(objects, id, gix_object::Kind::Tree, MAX_TREE_OBJECT_BYTES)?;
     let mut entries = Vec::new();
     for entry in gix_object::TreeRefIter::from_bytes(data, gix_hash::Kind::Sha1) {
@@ -428,7 +431,7 @@ fn tree_entry(
 }
 
 /// The entry at `segments` below `root` (the root itself for no segments).
-fn entry_at(
+pub(crate) fn entry_at(
     objects: &mut Objects,
     root: ObjectId,
     segments: &[&[u8]],
@@ -523,7 +526,7 @@ pub struct Blob {
 }
 
 /// Whether `data` looks binary to git: a NUL in its first 8000 bytes.
-fn is_binary(data: &[u8]) -> bool {
+pub(crate) fn is_binary(data: &[u8]) -> bool {
     data[..data.len().min(BINARY_PROBE_BYTES)].contains(&0)
 }
 
@@ -627,6 +630,37 @@ pub fn commit_detail(objects: &mut Objects, id: ObjectId) -> Result<CommitDetail
         author: person!(commit.author()),
         committer: person!(commit.committer()),
         message,
+    })
+}
+
+/// The facts about a commit that annotations (blame, last commits of a
+/// directory) show next to a line or an entry: smaller than
+/// [`CommitDetail`], whose whole message is not needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitSummary {
+    /// The commit.
+    pub id: ObjectId,
+    /// Who wrote the change, and when.
+    pub author: Person,
+    /// Who committed it, and when (the time history walks order by).
+    pub committer: Person,
+    /// The message's first line (lossy UTF-8, trailing whitespace removed).
+    pub summary: String,
+}
+
+/// Decode the summary of commit `id`; an error if it is missing or not a
+/// commit.
+pub fn commit_summary(objects: &mut Objects, id: ObjectId) -> Result<CommitSummary, BrowseError> {
+    let data = read_object(objects, id, gix_object::Kind::Commit, MAX_OBJECT_BYTES)?;
+    let commit = gix_object::CommitRef::from_bytes(data, gix_hash::Kind::Sha1)
+        .map_err(|source| BrowseError::Decode { id, source })?;
+    let message: &[u8] = commit.message;
+    let first_line = message.split(|&b| b == b'\n').next().unwrap_or_default();
+    Ok(CommitSummary {
+        id,
+        author: person!(commit.author()),
+        committer: person!(commit.committer()),
+        summary: String::from_utf8_lossy(first_line).trim_end().to_owned(),
     })
 }
 

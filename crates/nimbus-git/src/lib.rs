@@ -8,10 +8,12 @@
 
 pub mod advertise;
 pub mod archive;
+pub mod blame;
 pub mod browse;
 pub mod bundle;
 pub mod edit;
 pub mod fetch_client;
+pub mod last_commit;
 pub mod maintenance;
 pub mod objects;
 pub mod pktline;

@@ -234,38 +234,64 @@ async fn repo_inner(app: &App, name: &str, parts: RequestParts) -> Result<Respon
                 visibility: visibility_of(request.private, request.visibility)?,
                 default_branch: request.default_branch,
             };
-            let updated = app
-                .update_repository(&repo, update, crate::app::event_actor(&principal).as_ref())
-                .await
-                .map_err(admin_error)?;
-            let changes = repo_changes(&repo, &updated);
-            if !changes.is_empty() {
-                app.audit(
-                    Audit::new("repo.updated")
-                        .by(&principal)
-                        .repo(&updated.name)
-                        .client(client.as_deref())
-                        .detail(changes),
-                )
-                .await;
-            }
+            let updated = update_repo(app, &principal, &repo, update, client.as_deref()).await?;
             Ok(json_reply(StatusCode::OK, &view(&base, &updated)))
         }
         Method::DELETE => {
-            app.delete_repository(&repo, crate::app::event_actor(&principal).as_ref())
-                .await
-                .map_err(admin_error)?;
-            app.audit(
-                Audit::new("repo.deleted")
-                    .by(&principal)
-                    .repo(&repo.name)
-                    .client(parts.client.as_deref()),
-            )
-            .await;
+            delete_repo(app, &principal, &repo, parts.client.as_deref()).await?;
             Ok(no_content())
         }
         _ => Err(method_not_allowed()),
     }
+}
+
+/// Change `repo` as `principal` (already allowed to administer it) and
+/// record what changed in the audit log: the API's `PATCH` and the
+/// settings page.
+pub(crate) async fn update_repo(
+    app: &App,
+    principal: &Principal,
+    repo: &Repository,
+    update: RepoUpdate,
+    client: Option<&str>,
+) -> Result<Repository, WebError> {
+    let updated = app
+        .update_repository(repo, update, crate::app::event_actor(principal).as_ref())
+        .await
+        .map_err(admin_error)?;
+    let changes = repo_changes(repo, &updated);
+    if !changes.is_empty() {
+        app.audit(
+            Audit::new("repo.updated")
+                .by(principal)
+                .repo(&updated.name)
+                .client(client)
+                .detail(changes),
+        )
+        .await;
+    }
+    Ok(updated)
+}
+
+/// Delete `repo` as `principal` (already allowed to delete it), with its
+/// audit entry: the API's `DELETE` and the settings page.
+pub(crate) async fn delete_repo(
+    app: &App,
+    principal: &Principal,
+    repo: &Repository,
+    client: Option<&str>,
+) -> Result<(), WebError> {
+    app.delete_repository(repo, crate::app::event_actor(principal).as_ref())
+        .await
+        .map_err(admin_error)?;
+    app.audit(
+        Audit::new("repo.deleted")
+            .by(principal)
+            .repo(&repo.name)
+            .client(client),
+    )
+    .await;
+    Ok(())
 }
 
 /// What an update changed, for the audit log: `visibility public -> private;
@@ -380,48 +406,8 @@ pub async fn collaborator(
             Method::PUT => {
                 let client = parts.client.clone();
                 let request: SetCollaborator = read_json(app, parts).await?;
-                let access = Access::parse(&request.access).ok_or_else(|| {
-                    WebError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!(
-                            "unknown access level {:?}; use read, write or admin",
-                            request.access
-                        ),
-                    )
-                })?;
-                if user.is_owner {
-                    return Err(WebError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "the owner is admin on every repository already",
-                    ));
-                }
-                let previous = app
-                    .meta
-                    .collaborator_access(repo.id, user.id)
-                    .await
-                    .map_err(internal)?;
-                app.meta
-                    .set_collaborator(repo.id, user.id, access)
-                    .await
-                    .map_err(internal)?;
-                tracing::info!(repo = %repo.name, user = %user.name, %access, by = principal.label(), "collaborator set");
-                let event = match previous {
-                    None => Some(Audit::new("collaborator.added").detail(access.to_string())),
-                    Some(previous) if previous != access => Some(
-                        Audit::new("collaborator.changed").detail(format!("{previous} -> {access}")),
-                    ),
-                    Some(_) => None,
-                };
-                if let Some(event) = event {
-                    app.audit(
-                        event
-                            .by(&principal)
-                            .repo(&repo.name)
-                            .target(&user.name)
-                            .client(client.as_deref()),
-                    )
-                    .await;
-                }
+                let access = parse_access(&request.access)?;
+                set_collaborator(app, &principal, &repo, &user, access, client.as_deref()).await?;
                 Ok(json_reply(
                     StatusCode::OK,
                     &CollaboratorView {
@@ -431,26 +417,7 @@ pub async fn collaborator(
                 ))
             }
             Method::DELETE => {
-                if !app
-                    .meta
-                    .remove_collaborator(repo.id, user.id)
-                    .await
-                    .map_err(internal)?
-                {
-                    return Err(WebError::not_found(format!(
-                        "'{}' is not a collaborator of '{}'",
-                        user.name, repo.name
-                    )));
-                }
-                tracing::info!(repo = %repo.name, user = %user.name, by = principal.label(), "collaborator removed");
-                app.audit(
-                    Audit::new("collaborator.removed")
-                        .by(&principal)
-                        .repo(&repo.name)
-                        .target(&user.name)
-                        .client(parts.client.as_deref()),
-                )
-                .await;
+                remove_collaborator(app, &principal, &repo, &user, parts.client.as_deref()).await?;
                 Ok(no_content())
             }
             _ => Err(method_not_allowed()),
@@ -458,6 +425,95 @@ pub async fn collaborator(
     }
     .await
     .map_err(WebError::json)
+}
+
+/// `read`, `write` or `admin`, or a 422 saying so.
+pub(crate) fn parse_access(text: &str) -> Result<Access, WebError> {
+    Access::parse(text).ok_or_else(|| {
+        WebError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("unknown access level {text:?}; use read, write or admin"),
+        )
+    })
+}
+
+/// Give `user` `access` to `repo` as `principal` (already allowed to
+/// administer it), with its audit entry: the API's `PUT` and the settings
+/// page.
+pub(crate) async fn set_collaborator(
+    app: &App,
+    principal: &Principal,
+    repo: &Repository,
+    user: &User,
+    access: Access,
+    client: Option<&str>,
+) -> Result<(), WebError> {
+    if user.is_owner {
+        return Err(WebError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the owner is admin on every repository already",
+        ));
+    }
+    let previous = app
+        .meta
+        .collaborator_access(repo.id, user.id)
+        .await
+        .map_err(internal)?;
+    app.meta
+        .set_collaborator(repo.id, user.id, access)
+        .await
+        .map_err(internal)?;
+    tracing::info!(repo = %repo.name, user = %user.name, %access, by = principal.label(), "collaborator set");
+    let event = match previous {
+        None => Some(Audit::new("collaborator.added").detail(access.to_string())),
+        Some(previous) if previous != access => {
+            Some(Audit::new("collaborator.changed").detail(format!("{previous} -> {access}")))
+        }
+        Some(_) => None,
+    };
+    if let Some(event) = event {
+        app.audit(
+            event
+                .by(principal)
+                .repo(&repo.name)
+                .target(&user.name)
+                .client(client),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Take `user`'s access to `repo` away as `principal` (already allowed to
+/// administer it), with its audit entry; 404 if they had none.
+pub(crate) async fn remove_collaborator(
+    app: &App,
+    principal: &Principal,
+    repo: &Repository,
+    user: &User,
+    client: Option<&str>,
+) -> Result<(), WebError> {
+    if !app
+        .meta
+        .remove_collaborator(repo.id, user.id)
+        .await
+        .map_err(internal)?
+    {
+        return Err(WebError::not_found(format!(
+            "'{}' is not a collaborator of '{}'",
+            user.name, repo.name
+        )));
+    }
+    tracing::info!(repo = %repo.name, user = %user.name, by = principal.label(), "collaborator removed");
+    app.audit(
+        Audit::new("collaborator.removed")
+            .by(principal)
+            .repo(&repo.name)
+            .target(&user.name)
+            .client(client),
+    )
+    .await;
+    Ok(())
 }
 
 /// The principal's account, for endpoints about oneself.
@@ -631,10 +687,61 @@ async fn create_token(
     user: &User,
     parts: RequestParts,
 ) -> Result<Response, WebError> {
-    let presented = scopes_of(principal);
     let client = parts.client.clone();
     let request: CreateToken = read_json(app, parts).await?;
-    let scopes = Scopes::parse(&request.scopes.join(","))
+    let issued = issue_token_for(
+        app,
+        principal,
+        user,
+        &TokenRequest {
+            description: &request.description,
+            scopes: &request.scopes.join(","),
+            expires_in_days: request.expires_in_days,
+        },
+        client.as_deref(),
+    )
+    .await?;
+    Ok(json_reply(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "id": issued.id,
+            "token": issued.secret,
+            "scopes": issued.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "expires_at": issued.expires_at,
+        }),
+    ))
+}
+
+/// What a new token is asked for (the API's body, the token page's form).
+pub(crate) struct TokenRequest<'a> {
+    pub description: &'a str,
+    /// Comma-separated scope names.
+    pub scopes: &'a str,
+    /// Days from now; none: the token does not expire.
+    pub expires_in_days: Option<u32>,
+}
+
+/// A token just issued: its secret exists only here. (No `Debug`: it holds
+/// the secret.)
+pub(crate) struct IssuedToken {
+    pub id: i64,
+    pub secret: String,
+    pub scopes: Scopes,
+    pub expires_at: Option<i64>,
+}
+
+/// Issue a token for `user` as `principal` (`user` themselves, or the owner),
+/// never with scopes `principal`'s own credential lacks, with its audit
+/// entry: the API and the token page.
+pub(crate) async fn issue_token_for(
+    app: &App,
+    principal: &Principal,
+    user: &User,
+    request: &TokenRequest<'_>,
+    client: Option<&str>,
+) -> Result<IssuedToken, WebError> {
+    let presented = scopes_of(principal);
+    let scopes = Scopes::parse(request.scopes)
         .map_err(|e| WebError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     if scopes == Scopes::default() {
         return Err(WebError::new(
@@ -653,7 +760,7 @@ async fn create_token(
     let issued = nimbus_auth::issue_token(
         app.meta.as_ref(),
         user.id,
-        &request.description,
+        request.description,
         scopes,
         expires_at,
     )
@@ -664,19 +771,46 @@ async fn create_token(
         Audit::new("token.created")
             .by(principal)
             .target(issued.id)
-            .client(client.as_deref())
+            .client(client)
             .detail(format!("for {} with scopes {scopes}", user.name)),
     )
     .await;
-    Ok(json_reply(
-        StatusCode::CREATED,
-        &serde_json::json!({
-            "id": issued.id,
-            "token": issued.secret,
-            "scopes": scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-            "expires_at": expires_at,
-        }),
-    ))
+    Ok(IssuedToken {
+        id: issued.id,
+        secret: issued.secret,
+        scopes,
+        expires_at,
+    })
+}
+
+/// Revoke `user`'s token `id` as `principal`, with its audit entry; 404 if
+/// `user` has no such live token: the API and the token page.
+pub(crate) async fn revoke_own_token(
+    app: &App,
+    principal: &Principal,
+    user: UserId,
+    id: &str,
+    client: Option<&str>,
+) -> Result<(), WebError> {
+    let not_found = || WebError::not_found(format!("token {id} not found"));
+    let id: i64 = id.parse().map_err(|_| not_found())?;
+    if !app
+        .meta
+        .revoke_token(user, id, unix_now())
+        .await
+        .map_err(internal)?
+    {
+        return Err(not_found());
+    }
+    tracing::info!(token = id, "token revoked");
+    app.audit(
+        Audit::new("token.revoked")
+            .by(principal)
+            .target(id)
+            .client(client),
+    )
+    .await;
+    Ok(())
 }
 
 /// The account of a signed-in principal.
@@ -737,24 +871,7 @@ pub async fn tokens(app: &App, parts: RequestParts) -> Result<Response, WebError
 pub async fn token(app: &App, id: &str, parts: RequestParts) -> Result<Response, WebError> {
     async {
         let (user, principal) = signed_in(app, &parts).await?;
-        let not_found = || WebError::not_found(format!("token {id} not found"));
-        let id: i64 = id.parse().map_err(|_| not_found())?;
-        if !app
-            .meta
-            .revoke_token(user, id, unix_now())
-            .await
-            .map_err(internal)?
-        {
-            return Err(not_found());
-        }
-        tracing::info!(token = id, "token revoked");
-        app.audit(
-            Audit::new("token.revoked")
-                .by(&principal)
-                .target(id)
-                .client(parts.client.as_deref()),
-        )
-        .await;
+        revoke_own_token(app, &principal, user, id, parts.client.as_deref()).await?;
         Ok(no_content())
     }
     .await

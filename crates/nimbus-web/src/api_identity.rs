@@ -15,7 +15,7 @@ use nimbus_auth::{InstanceAction, Surface};
 use nimbus_types::identity::{
     AuditEvent, AuditQuery, Invitation, InvitationRefusal, NewInvitation,
 };
-use nimbus_types::{Access, Principal, RepoName};
+use nimbus_types::{Access, Principal, RepoName, Repository, UserId};
 use serde::{Deserialize, Serialize};
 use warp::http::{Method, StatusCode};
 use warp::reply::Response;
@@ -126,16 +126,6 @@ pub async fn invitations(app: &App, parts: RequestParts) -> Result<Response, Web
         let client = parts.client.clone();
         let request: CreateInvitation = read_json(app, parts).await?;
         let hours = request.expires_in_hours.unwrap_or(DEFAULT_INVITATION_HOURS);
-        if hours == 0 || hours > MAX_INVITATION_HOURS {
-            return Err(unprocessable(format!(
-                "expires_in_hours must be between 1 and {MAX_INVITATION_HOURS}"
-            )));
-        }
-        if request.note.chars().count() > MAX_NOTE_CHARS {
-            return Err(unprocessable(format!(
-                "the note must be at most {MAX_NOTE_CHARS} characters long"
-            )));
-        }
         let grant = match (&request.repo, &request.access) {
             (None, None) => None,
             (Some(_), None) => {
@@ -161,37 +151,17 @@ pub async fn invitations(app: &App, parts: RequestParts) -> Result<Response, Web
                 Some((repo, access))
             }
         };
-        let secret = nimbus_auth::token::generate();
-        let expires_at = now.saturating_add(i64::from(hours) * 3600);
-        let id = app
-            .meta
-            .create_invitation(&NewInvitation {
-                hash: nimbus_auth::token::hash(&secret).to_vec(),
-                created_by,
-                grant: grant.as_ref().map(|(repo, access)| (repo.id, *access)),
-                note: request.note.clone(),
-                created_at: now,
-                expires_at,
-            })
-            .await
-            .map_err(internal)?;
-        let mut audit = Audit::new("invitation.created")
-            .by(&principal)
-            .target(id)
-            .client(client.as_deref())
-            .detail(match &grant {
-                Some((_, access)) => format!("{access} access; expires in {hours}h"),
-                None => format!("expires in {hours}h"),
-            });
-        if let Some((repo, _)) = &grant {
-            audit = audit.repo(&repo.name);
-        }
-        app.audit(audit).await;
-        tracing::info!(
-            invitation = id,
-            by = principal.label(),
-            "invitation created"
-        );
+        let created = create_invitation(
+            app,
+            &principal,
+            created_by,
+            grant.as_ref().map(|(repo, access)| (repo, *access)),
+            hours,
+            &request.note,
+            client.as_deref(),
+        )
+        .await?;
+        let (id, secret) = (created.id, created.secret);
         Ok(json_reply(
             StatusCode::CREATED,
             &serde_json::json!({
@@ -201,13 +171,84 @@ pub async fn invitations(app: &App, parts: RequestParts) -> Result<Response, Web
                 "repo": grant.as_ref().map(|(repo, _)| repo.name.to_string()),
                 "access": grant.as_ref().map(|(_, access)| *access),
                 "note": request.note,
-                "created_at": now,
-                "expires_at": expires_at,
+                "created_at": created.created_at,
+                "expires_at": created.expires_at,
             }),
         ))
     }
     .await
     .map_err(WebError::json)
+}
+
+/// An invitation just made: its secret exists only here. (No `Debug`: it
+/// holds the secret.)
+pub(crate) struct CreatedInvitation {
+    pub id: i64,
+    pub secret: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Invite someone as `principal` (the owner, `created_by`), optionally as a
+/// collaborator of a repository, for `hours`; with its audit entry. The API
+/// and the collaborators settings page.
+pub(crate) async fn create_invitation(
+    app: &App,
+    principal: &Principal,
+    created_by: UserId,
+    grant: Option<(&Repository, Access)>,
+    hours: u32,
+    note: &str,
+    client: Option<&str>,
+) -> Result<CreatedInvitation, WebError> {
+    if hours == 0 || hours > MAX_INVITATION_HOURS {
+        return Err(unprocessable(format!(
+            "expires_in_hours must be between 1 and {MAX_INVITATION_HOURS}"
+        )));
+    }
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(unprocessable(format!(
+            "the note must be at most {MAX_NOTE_CHARS} characters long"
+        )));
+    }
+    let now = unix_now();
+    let secret = nimbus_auth::token::generate();
+    let expires_at = now.saturating_add(i64::from(hours) * 3600);
+    let id = app
+        .meta
+        .create_invitation(&NewInvitation {
+            hash: nimbus_auth::token::hash(&secret).to_vec(),
+            created_by,
+            grant: grant.map(|(repo, access)| (repo.id, access)),
+            note: note.to_owned(),
+            created_at: now,
+            expires_at,
+        })
+        .await
+        .map_err(internal)?;
+    let mut audit = Audit::new("invitation.created")
+        .by(principal)
+        .target(id)
+        .client(client)
+        .detail(match &grant {
+            Some((_, access)) => format!("{access} access; expires in {hours}h"),
+            None => format!("expires in {hours}h"),
+        });
+    if let Some((repo, _)) = &grant {
+        audit = audit.repo(&repo.name);
+    }
+    app.audit(audit).await;
+    tracing::info!(
+        invitation = id,
+        by = principal.label(),
+        "invitation created"
+    );
+    Ok(CreatedInvitation {
+        id,
+        secret,
+        created_at: now,
+        expires_at,
+    })
 }
 
 /// `DELETE /api/v1/invitations/{id}`: the owner revokes a pending
@@ -218,32 +259,45 @@ pub async fn invitation(app: &App, id: &str, parts: RequestParts) -> Result<Resp
         if parts.method != Method::DELETE {
             return Err(method_not_allowed());
         }
-        let not_found = || WebError::not_found(format!("no pending invitation {id}"));
-        let id: i64 = id.parse().map_err(|_| not_found())?;
-        if !app
-            .meta
-            .revoke_invitation(id, unix_now())
-            .await
-            .map_err(internal)?
-        {
-            return Err(not_found());
-        }
-        app.audit(
-            Audit::new("invitation.revoked")
-                .by(&principal)
-                .target(id)
-                .client(parts.client.as_deref()),
-        )
-        .await;
-        tracing::info!(
-            invitation = id,
-            by = principal.label(),
-            "invitation revoked"
-        );
+        revoke_invitation(app, &principal, id, parts.client.as_deref()).await?;
         Ok(no_content())
     }
     .await
     .map_err(WebError::json)
+}
+
+/// Revoke the pending invitation `id` as `principal` (the owner), with its
+/// audit entry; 404 if there is no such pending invitation. The API and the
+/// collaborators settings page.
+pub(crate) async fn revoke_invitation(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+    client: Option<&str>,
+) -> Result<(), WebError> {
+    let not_found = || WebError::not_found(format!("no pending invitation {id}"));
+    let id: i64 = id.parse().map_err(|_| not_found())?;
+    if !app
+        .meta
+        .revoke_invitation(id, unix_now())
+        .await
+        .map_err(internal)?
+    {
+        return Err(not_found());
+    }
+    app.audit(
+        Audit::new("invitation.revoked")
+            .by(principal)
+            .target(id)
+            .client(client),
+    )
+    .await;
+    tracing::info!(
+        invitation = id,
+        by = principal.label(),
+        "invitation revoked"
+    );
+    Ok(())
 }
 
 /// The query of `GET /api/v1/audit`.

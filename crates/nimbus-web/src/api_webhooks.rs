@@ -201,7 +201,11 @@ async fn scope(
 }
 
 /// The webhook `id` of this scope, or 404.
-async fn scoped_hook(app: &App, id: &str, repo: Option<&Repository>) -> Result<Webhook, WebError> {
+pub(crate) async fn scoped_hook(
+    app: &App,
+    id: &str,
+    repo: Option<&Repository>,
+) -> Result<Webhook, WebError> {
     let not_found = || WebError::not_found(format!("webhook {id} not found"));
     let id: HookId = id.parse().map_err(|_| not_found())?;
     let hook = app
@@ -218,35 +222,37 @@ async fn scoped_hook(app: &App, id: &str, repo: Option<&Repository>) -> Result<W
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct HookConfig {
-    url: Option<String>,
-    secret: Option<String>,
-    content_type: Option<String>,
+pub(crate) struct HookConfig {
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub content_type: Option<String>,
 }
 
 /// A webhook to create or change. `url` and `secret` may also be given in
 /// `config`, as GitHub's API takes them.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct HookRequest {
-    url: Option<String>,
-    secret: Option<String>,
-    events: Option<Vec<String>>,
-    active: Option<bool>,
-    config: Option<HookConfig>,
+pub(crate) struct HookRequest {
+    pub url: Option<String>,
+    pub secret: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub active: Option<bool>,
+    pub config: Option<HookConfig>,
     /// GitHub's `"web"`; accepted and ignored.
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 /// Checked fields of a [`HookRequest`].
-struct Checked {
+pub(crate) struct Checked {
     url: Option<String>,
     secret: Option<String>,
     events: Option<Vec<String>>,
     active: Option<bool>,
 }
 
-fn check(app: &App, request: HookRequest) -> Result<Checked, WebError> {
+/// Check a webhook request (URL against the SSRF policy, secret length,
+/// event names): 422 with the reason when it is not acceptable.
+pub(crate) fn check(app: &App, request: HookRequest) -> Result<Checked, WebError> {
     let config = request.config.unwrap_or_default();
     if let Some(kind) = config.content_type.as_deref()
         && kind != "json"
@@ -320,40 +326,8 @@ pub async fn hooks(
                 let client = parts.client.clone();
                 let request: HookRequest = read_json(app, parts).await?;
                 let checked = check(app, request)?;
-                let url = checked
-                    .url
-                    .ok_or_else(|| unprocessable("a webhook needs a url"))?;
-                let generated = checked
-                    .secret
-                    .is_none()
-                    .then(nimbus_webhooks::sign::generate_secret);
-                let secret = checked
-                    .secret
-                    .or_else(|| generated.clone())
-                    .unwrap_or_default();
-                let hook = app
-                    .meta
-                    .create_webhook(&NewWebhook {
-                        repo: repo.as_ref().map(|repo| repo.id),
-                        url,
-                        secret,
-                        events: checked.events.unwrap_or_else(|| vec!["push".to_owned()]),
-                        active: checked.active.unwrap_or(true),
-                        created_by: crate::app::event_actor(&principal)
-                            .map(|actor| nimbus_types::UserId(actor.id)),
-                        now: unix_now(),
-                    })
-                    .await
-                    .map_err(internal)?;
-                audit(
-                    app,
-                    "webhook.created",
-                    &principal,
-                    repo.as_ref(),
-                    &hook,
-                    client.as_deref(),
-                )
-                .await;
+                let (hook, generated) =
+                    create_hook(app, &principal, repo.as_ref(), checked, client.as_deref()).await?;
                 let view = hook_view(app, &hook, repo.as_ref()).await?;
                 Ok(json_reply(
                     StatusCode::CREATED,
@@ -368,6 +342,110 @@ pub async fn hooks(
     }
     .await
     .map_err(WebError::json)
+}
+
+/// Create a webhook for `repo` (`None`: instance-wide) as `principal`
+/// (already allowed to manage them), with its audit entry; the generated
+/// secret when the request gave none (shown once). The API's `POST` and the
+/// settings page.
+pub(crate) async fn create_hook(
+    app: &App,
+    principal: &Principal,
+    repo: Option<&Repository>,
+    checked: Checked,
+    client: Option<&str>,
+) -> Result<(Webhook, Option<String>), WebError> {
+    let url = checked
+        .url
+        .ok_or_else(|| unprocessable("a webhook needs a url"))?;
+    let generated = checked
+        .secret
+        .is_none()
+        .then(nimbus_webhooks::sign::generate_secret);
+    let secret = checked
+        .secret
+        .or_else(|| generated.clone())
+        .unwrap_or_default();
+    let hook = app
+        .meta
+        .create_webhook(&NewWebhook {
+            repo: repo.map(|repo| repo.id),
+            url,
+            secret,
+            events: checked.events.unwrap_or_else(|| vec!["push".to_owned()]),
+            active: checked.active.unwrap_or(true),
+            created_by: crate::app::event_actor(principal)
+                .map(|actor| nimbus_types::UserId(actor.id)),
+            now: unix_now(),
+        })
+        .await
+        .map_err(internal)?;
+    audit(app, "webhook.created", principal, repo, &hook, client).await;
+    Ok((hook, generated))
+}
+
+/// Change `hook` (of `repo`'s scope) as `principal`, with its audit entry:
+/// the API's `PATCH` and the settings page.
+pub(crate) async fn update_hook(
+    app: &App,
+    principal: &Principal,
+    repo: Option<&Repository>,
+    hook: &Webhook,
+    checked: Checked,
+    client: Option<&str>,
+) -> Result<Webhook, WebError> {
+    let updated = app
+        .meta
+        .update_webhook(
+            hook.id,
+            &WebhookUpdate {
+                url: checked.url,
+                secret: checked.secret,
+                events: checked.events,
+                active: checked.active,
+                now: unix_now(),
+            },
+        )
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| WebError::not_found(format!("webhook {} not found", hook.id)))?;
+    audit(app, "webhook.updated", principal, repo, &updated, client).await;
+    Ok(updated)
+}
+
+/// Delete `hook` as `principal`, with its audit entry.
+pub(crate) async fn delete_hook(
+    app: &App,
+    principal: &Principal,
+    repo: Option<&Repository>,
+    hook: &Webhook,
+    client: Option<&str>,
+) -> Result<(), WebError> {
+    app.meta.delete_webhook(hook.id).await.map_err(internal)?;
+    audit(app, "webhook.deleted", principal, repo, hook, client).await;
+    Ok(())
+}
+
+/// Queue `original` again, due now, and wake the dispatcher; with its
+/// audit entry.
+pub(crate) async fn redeliver_delivery(
+    app: &App,
+    principal: &Principal,
+    repo: Option<&Repository>,
+    hook: &Webhook,
+    original: &Delivery,
+    client: Option<&str>,
+) -> Result<Delivery, WebError> {
+    let queued = app
+        .meta
+        .add_delivery(&nimbus_webhooks::redelivery(original, unix_now()))
+        .await
+        .map_err(internal)?;
+    if let Some(dispatcher) = &app.webhooks {
+        dispatcher.wake();
+    }
+    audit(app, "webhook.redelivered", principal, repo, hook, client).await;
+    Ok(queued)
 }
 
 async fn audit(
@@ -408,46 +486,29 @@ pub async fn hook(
                 let client = parts.client.clone();
                 let request: HookRequest = read_json(app, parts).await?;
                 let checked = check(app, request)?;
-                let updated = app
-                    .meta
-                    .update_webhook(
-                        hook.id,
-                        &WebhookUpdate {
-                            url: checked.url,
-                            secret: checked.secret,
-                            events: checked.events,
-                            active: checked.active,
-                            now: unix_now(),
-                        },
-                    )
-                    .await
-                    .map_err(internal)?
-                    .ok_or_else(|| WebError::not_found(format!("webhook {id} not found")))?;
-                audit(
+                let updated = update_hook(
                     app,
-                    "webhook.updated",
                     &principal,
                     repo.as_ref(),
-                    &updated,
+                    &hook,
+                    checked,
                     client.as_deref(),
                 )
-                .await;
+                .await?;
                 Ok(json_reply(
                     StatusCode::OK,
                     &hook_view(app, &updated, repo.as_ref()).await?,
                 ))
             }
             Method::DELETE => {
-                app.meta.delete_webhook(hook.id).await.map_err(internal)?;
-                audit(
+                delete_hook(
                     app,
-                    "webhook.deleted",
                     &principal,
                     repo.as_ref(),
                     &hook,
                     parts.client.as_deref(),
                 )
-                .await;
+                .await?;
                 Ok(no_content())
             }
             _ => Err(method_not_allowed()),
@@ -495,7 +556,12 @@ pub async fn deliveries(
     .map_err(WebError::json)
 }
 
-async fn scoped_delivery(app: &App, hook: &Webhook, id: &str) -> Result<Delivery, WebError> {
+/// The delivery `id` of `hook`, or 404.
+pub(crate) async fn scoped_delivery(
+    app: &App,
+    hook: &Webhook,
+    id: &str,
+) -> Result<Delivery, WebError> {
     let not_found = || WebError::not_found(format!("delivery {id} not found"));
     let id: i64 = id.parse().map_err(|_| not_found())?;
     app.meta
@@ -535,23 +601,15 @@ pub async fn redeliver(
         let (principal, repo) = scope(app, repo, &parts).await?;
         let hook = scoped_hook(app, id, repo.as_ref()).await?;
         let original = scoped_delivery(app, &hook, delivery).await?;
-        let queued = app
-            .meta
-            .add_delivery(&nimbus_webhooks::redelivery(&original, unix_now()))
-            .await
-            .map_err(internal)?;
-        if let Some(dispatcher) = &app.webhooks {
-            dispatcher.wake();
-        }
-        audit(
+        let queued = redeliver_delivery(
             app,
-            "webhook.redelivered",
             &principal,
             repo.as_ref(),
             &hook,
+            &original,
             parts.client.as_deref(),
         )
-        .await;
+        .await?;
         Ok(json_reply(StatusCode::ACCEPTED, &summary(&queued)))
     }
     .await

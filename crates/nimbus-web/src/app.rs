@@ -62,6 +62,8 @@ pub struct App {
     /// anonymous client address; git traffic and signed-in users are not
     /// counted.
     pub page_limits: Arc<nimbus_auth::limit::FailureLimiter>,
+    /// The last commit of each entry of listed directories (tree pages).
+    pub last_commits: Arc<crate::ui::last_commits::LastCommitCache>,
     /// Publishes the outbox's events; `None` in one-shot commands (their
     /// events wait in the outbox for a server).
     pub relay: Option<Arc<nimbus_events::relay::Relay>>,

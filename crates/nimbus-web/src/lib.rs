@@ -9,6 +9,7 @@ pub mod api;
 pub mod api_identity;
 pub mod api_webhooks;
 pub mod app;
+pub mod assets;
 pub mod body;
 pub mod error;
 pub mod event_stream;
@@ -202,6 +203,7 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
                 route::RepoPage::Tree => ui::repo::tree(app, &repo, &rest, parts).await,
                 route::RepoPage::Blob => ui::repo::blob(app, &repo, &rest, parts).await,
                 route::RepoPage::Raw => ui::repo::raw(app, &repo, &rest, parts).await,
+                route::RepoPage::Blame => ui::blame::blame(app, &repo, &rest, parts).await,
                 route::RepoPage::Commits => ui::repo::commits(app, &repo, &rest, parts).await,
                 route::RepoPage::Edit => {
                     ui::editor::editor(app, &repo, ui::editor::EditKind::Edit, &rest, parts).await
@@ -212,6 +214,7 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
                 route::RepoPage::Delete => {
                     ui::editor::editor(app, &repo, ui::editor::EditKind::Delete, &rest, parts).await
                 }
+                route::RepoPage::Settings => ui::settings::settings(app, &repo, &rest, parts).await,
                 route::RepoPage::Archive => ui::repo::archive(app, &repo, &rest, parts).await,
                 route::RepoPage::Branches => ui::repo::refs(app, &repo, false, parts).await,
                 route::RepoPage::Tags => ui::repo::refs(app, &repo, true, parts).await,
@@ -232,7 +235,13 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
         Route::Invite { secret } => session_http::invite(app, &secret, parts).await,
         Route::Account => session_http::account(app, parts).await,
         Route::AccountPassword => session_http::account_password(app, parts).await,
+        Route::AccountTokens => ui::tokens::tokens(app, parts).await,
+        Route::AccountTokenRevoke { id } => ui::tokens::revoke(app, &id, parts).await,
         Route::Jwks => Ok(session_http::jwks(app)),
+        Route::Asset { name } => Ok(assets::serve(
+            &name,
+            parts.headers.get(warp::http::header::IF_NONE_MATCH),
+        )),
         Route::NotFound => Err(WebError::not_found("not found")),
     };
     result.unwrap_or_else(WebError::into_response)

@@ -7,6 +7,8 @@ pub enum RepoPage {
     Tree,
     Blob,
     Raw,
+    /// `blame/{rev}/{path}`: who last changed each line.
+    Blame,
     Commits,
     Commit,
     Branches,
@@ -18,6 +20,8 @@ pub enum RepoPage {
     Edit,
     New,
     Delete,
+    /// `settings[/…]`: the repository's settings pages (admins).
+    Settings,
 }
 
 /// What a request is for.
@@ -153,8 +157,18 @@ pub enum Route {
     Account,
     /// `/account/password`
     AccountPassword,
+    /// `/account/tokens`: one's personal access tokens.
+    AccountTokens,
+    /// `/account/tokens/{id}/revoke`
+    AccountTokenRevoke {
+        id: String,
+    },
     /// `/.well-known/jwks.json`: the keys that verify session tokens.
     Jwks,
+    /// `/-/assets/{name}`: a script or other static file pages load.
+    Asset {
+        name: String,
+    },
     NotFound,
 }
 
@@ -179,7 +193,7 @@ pub fn is_git(route: &Route) -> bool {
 pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
     match route {
         Route::RepoPage {
-            page: RepoPage::Edit | RepoPage::New | RepoPage::Delete,
+            page: RepoPage::Edit | RepoPage::New | RepoPage::Delete | RepoPage::Settings,
             ..
         } => &["GET", "HEAD", "POST"],
         Route::Health
@@ -208,10 +222,12 @@ pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
         Route::ApiAudit | Route::ApiIdentities { .. } | Route::ApiEvents => &["GET"],
         Route::ApiIdentity { .. } => &["PUT", "DELETE"],
         Route::Login | Route::Invite { .. } => &["GET", "POST"],
-        Route::Logout | Route::AccountPassword => &["POST"],
+        Route::Logout | Route::AccountPassword | Route::AccountTokenRevoke { .. } => &["POST"],
+        Route::AccountTokens => &["GET", "HEAD", "POST"],
         Route::LoginProvider { .. }
         | Route::LoginCallback { .. }
         | Route::Account
+        | Route::Asset { .. }
         | Route::Jwks => &["GET"],
         Route::NotFound => &[],
     }
@@ -270,7 +286,14 @@ pub fn route(path: &str) -> Route {
         },
         ["account"] => Route::Account,
         ["account", "password"] => Route::AccountPassword,
+        ["account", "tokens"] => Route::AccountTokens,
+        ["account", "tokens", id, "revoke"] if !id.is_empty() => Route::AccountTokenRevoke {
+            id: (*id).to_owned(),
+        },
         [".well-known", "jwks.json"] => Route::Jwks,
+        ["-", "assets", name] if !name.is_empty() => Route::Asset {
+            name: (*name).to_owned(),
+        },
         ["api", "v1", "repos"] => Route::ApiRepos,
         ["api", "v1", "repos", name] if !name.is_empty() => Route::ApiRepo {
             name: (*name).to_owned(),
@@ -337,6 +360,7 @@ pub fn route(path: &str) -> Route {
                 "tree" => RepoPage::Tree,
                 "blob" if !rest.is_empty() => RepoPage::Blob,
                 "raw" if !rest.is_empty() => RepoPage::Raw,
+                "blame" if rest.len() >= 2 => RepoPage::Blame,
                 "commits" => RepoPage::Commits,
                 "commit" if rest.len() == 1 && !rest[0].is_empty() => RepoPage::Commit,
                 "branches" if rest.is_empty() => RepoPage::Branches,
@@ -346,6 +370,7 @@ pub fn route(path: &str) -> Route {
                 "edit" if rest.len() >= 2 => RepoPage::Edit,
                 "new" if !rest.is_empty() => RepoPage::New,
                 "delete" if rest.len() >= 2 => RepoPage::Delete,
+                "settings" => RepoPage::Settings,
                 _ => return Route::NotFound,
             };
             Route::RepoPage {
@@ -520,6 +545,28 @@ mod tests {
                 delivery: "9".into()
             }),
             &["POST"]
+        );
+    }
+
+    #[test]
+    fn settings_and_token_pages() {
+        assert_eq!(
+            route("/demo/settings/hooks/3"),
+            Route::RepoPage {
+                repo: "demo".into(),
+                page: RepoPage::Settings,
+                rest: vec!["hooks".into(), "3".into()],
+            }
+        );
+        assert_eq!(route("/account/tokens"), Route::AccountTokens);
+        assert_eq!(
+            route("/account/tokens/7/revoke"),
+            Route::AccountTokenRevoke { id: "7".into() }
+        );
+        assert_eq!(route("/account/tokens/7"), Route::NotFound);
+        assert_eq!(
+            allowed_methods(&route("/demo/settings")),
+            &["GET", "HEAD", "POST"]
         );
     }
 

@@ -285,7 +285,7 @@ fn origin_of(url: &str) -> Option<String> {
 }
 
 /// Constant-time comparison of two tokens.
-fn same_token(a: &str, b: &str) -> bool {
+pub(crate) fn same_token(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -916,6 +916,7 @@ pub async fn account(app: &App, parts: RequestParts) -> Result<Response, WebErro
             p.muted { "Linked identities:" }
             ul { @for (provider, subject) in &identities { li { (provider) ": " (subject) } } }
         }
+        p { a #tokens-link href="/account/tokens" { "Personal access tokens" } }
         form method="post" action="/logout" {
             input type="hidden" name="csrf" value=(session.csrf);
             button type="submit" { "Sign out" }

@@ -634,6 +634,7 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
             serve.map_or(20, |s| s.sign_in.auth_max_failures),
             std::time::Duration::from_secs(15 * 60),
         )),
+        last_commits: Arc::default(),
         page_limits: Arc::new(nimbus_auth::limit::FailureLimiter::new(
             serve.map_or(60, |s| s.anonymous_page_limit),
             std::time::Duration::from_secs(60),

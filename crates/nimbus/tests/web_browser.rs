@@ -160,7 +160,7 @@ fn browse(test_name: &str, javascript: bool) {
     let git = Git::new(2);
     let work = tempfile::tempdir().expect("tempdir");
     git.init(work.path());
-    git.commit(
+    let first = git.commit(
         work.path(),
         "Start the app",
         &[
@@ -233,6 +233,91 @@ fn browse(test_name: &str, javascript: bool) {
     assert_eq!(chrome.text("#L2 td.text"), "beta");
     chrome.screenshot("file-at-line");
 
+    // A line range. With scripts its lines are marked and a shift-click
+    // on a line number makes a new range; without, the page still opens
+    // at the file (a fragment never reaches the server).
+    chrome.goto(&format!(
+        "{}/private-app/blob/main/docs/guide.md#L2-L3",
+        server.base_url()
+    ));
+    assert_eq!(chrome.texts("#code td.text").len(), 4);
+    let marked = || chrome.texts("#code tr.marked td.text");
+    if javascript {
+        assert_eq!(marked(), ["beta", "gamma"]);
+        chrome.screenshot("file-at-line-range");
+        chrome.click_in_place("#L1 td.num a");
+        assert!(
+            chrome.current_url().ends_with("#L1"),
+            "{}",
+            chrome.current_url()
+        );
+        assert_eq!(marked(), ["alpha"]);
+        chrome.execute(
+            "document.querySelector('#L4 td.num a').dispatchEvent(\
+             new MouseEvent('click', {bubbles: true, cancelable: true, shiftKey: true}))",
+        );
+        assert!(
+            chrome.current_url().ends_with("#L1-L4"),
+            "{}",
+            chrome.current_url()
+        );
+        assert_eq!(marked(), ["alpha", "beta", "gamma", "delta"]);
+        // Back restores the previous selection.
+        chrome.execute("history.back()");
+        chrome.wait_for("#code tr.marked");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while marked().len() != 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(marked(), ["alpha"]);
+    } else {
+        assert!(marked().is_empty());
+    }
+
+    // The file's blame: each line with its commit.
+    chrome.goto(&format!(
+        "{}/private-app/blob/main/docs/guide.md",
+        server.base_url()
+    ));
+    chrome.click("#blame");
+    assert_eq!(
+        chrome.title(),
+        "Blame of docs/guide.md at main · private-app · Nimbus"
+    );
+    assert_eq!(
+        chrome.texts("#blame td.text"),
+        ["alpha", "beta", "gamma", "delta"]
+    );
+    let commits = chrome.texts("#blame a.commit");
+    assert_eq!(commits, [first[..7].to_owned(), second[..7].to_owned()]);
+    chrome.screenshot("blame");
+
+    // The archive, downloaded by the browser.
+    chrome.goto(&format!("{}/private-app", server.base_url()));
+    chrome.click_in_place("#archive-zip");
+    let zip = chrome.downloaded("private-app-main.zip");
+    let saved = work.path().join("downloaded.zip");
+    std::fs::write(&saved, &zip).expect("save the archive");
+    let listed = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+             print(z.read('private-app-main/docs/guide.md').decode(), end='')",
+        ])
+        .arg(&saved)
+        .output()
+        .expect("run python3");
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "alpha\nbeta\ngamma\ndelta\n"
+    );
+
+    chrome.goto(&format!(
+        "{}/private-app/blob/main/docs/guide.md",
+        server.base_url()
+    ));
+
     // Raw bytes, then back.
     let raw = chrome.attribute("#raw", "href").expect("a raw link");
     chrome.click("#raw");
@@ -268,6 +353,11 @@ fn browse(test_name: &str, javascript: bool) {
             || chrome.text("#stats").contains("1 addition")
     );
     chrome.screenshot("commit-diff");
+    chrome.click("#diff-view a[href='?diff=split']");
+    assert_eq!(chrome.texts("table.split td.add"), ["delta"]);
+    assert_eq!(chrome.texts("table.split td.empty").len(), 1);
+    chrome.screenshot("commit-diff-split");
+    chrome.back();
     chrome.back();
     assert_eq!(chrome.title(), "Commits of main · private-app · Nimbus");
 
@@ -288,6 +378,39 @@ fn browse_a_repository_with_javascript() {
 #[test]
 fn browse_a_repository_without_javascript() {
     browse("browse_a_repository_without_javascript", false);
+}
+
+/// Puts `text` in the editor form's content: the textarea without
+/// JavaScript; with it, the code editor that replaces the textarea, typed
+/// into as a person would (the textarea follows it).
+fn set_content(chrome: &Chrome, javascript: bool, text: &str) {
+    if !javascript {
+        chrome.fill("#content", text);
+        return;
+    }
+    chrome.wait_for("#content[data-editor-ready]");
+    assert!(
+        chrome.exists(".cm-editor .cm-content"),
+        "{}",
+        chrome.source()
+    );
+    assert_eq!(
+        chrome.execute("return getComputedStyle(document.getElementById('content')).display"),
+        "none"
+    );
+    chrome.execute(
+        "const view = window.nimbusEditor.view; \
+         view.dispatch({changes: {from: 0, to: view.state.doc.length, insert: ''}}); view.focus();",
+    );
+    chrome.type_keys(".cm-content", text);
+    assert_eq!(
+        chrome.execute("return window.nimbusEditor.view.state.doc.toString()"),
+        text
+    );
+    assert_eq!(
+        chrome.execute("return document.getElementById('content').value"),
+        text
+    );
 }
 
 /// A collaborator with write access edits a file and commits it, hits the
@@ -333,7 +456,7 @@ fn edit_and_commit(test_name: &str, javascript: bool) {
         chrome.execute("return document.getElementById('content').value"),
         "alpha\nbeta\n"
     );
-    chrome.fill("#content", "alpha\nBETA\n");
+    set_content(&chrome, javascript, "alpha\nBETA\n");
     chrome.fill("#message", "Shout beta");
     chrome.screenshot("editor");
     chrome.click("#editor button[type=submit]");
@@ -372,7 +495,7 @@ fn edit_and_commit(test_name: &str, javascript: bool) {
             "HEAD:refs/heads/main",
         ],
     );
-    chrome.fill("#content", "alpha\nmy change\n");
+    set_content(&chrome, javascript, "alpha\nmy change\n");
     chrome.fill("#message", "Too late");
     chrome.click("#editor button[type=submit]");
     assert!(
@@ -386,6 +509,14 @@ fn edit_and_commit(test_name: &str, javascript: bool) {
         chrome.execute("return document.getElementById('content').value"),
         "alpha\nmy change\n"
     );
+    if javascript {
+        // The editor starts from the kept text too.
+        chrome.wait_for("#content[data-editor-ready]");
+        assert_eq!(
+            chrome.execute("return window.nimbusEditor.view.state.doc.toString()"),
+            "alpha\nmy change\n"
+        );
+    }
     chrome.screenshot("conflict");
     let remote = git.ls_remote(&server.url("notes"), &["refs/heads/main"]);
     assert!(
@@ -397,7 +528,7 @@ fn edit_and_commit(test_name: &str, javascript: bool) {
     chrome.goto(&format!("{}/notes/tree/main/docs", server.base_url()));
     chrome.click("#new-file");
     chrome.fill("#filename", "more/hello.txt");
-    chrome.fill("#content", "hello\n");
+    set_content(&chrome, javascript, "hello\n");
     chrome.fill("#message", "Say hello");
     chrome.click("#editor button[type=submit]");
     assert_eq!(

@@ -695,3 +695,200 @@ fn expensive_pages_are_limited_for_anonymous_visitors_only() {
         assert_eq!(browser.get(&format!("/busy/commit/{head}")).status, 200);
     }
 }
+
+/// Line number → commit, from `git blame --porcelain` (header lines are
+/// `<sha> <orig line> <final line>[ <count>]`).
+fn git_blame(git: &Git, dir: &std::path::Path, path: &str) -> Vec<(u32, String)> {
+    let out = git.run(dir, &["blame", "--porcelain", "HEAD", "--", path]);
+    let mut lines = Vec::new();
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() >= 3
+            && fields[0].len() == 40
+            && fields[0].bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let number: u32 = fields[2].parse().expect("final line");
+            lines.push((number, fields[0].to_owned()));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Line number → commit, from the blame page: each row is
+/// `<tr id="L{n}"`, and a hunk's first row links its commit.
+fn page_blame(body: &str, repo: &str) -> Vec<(u32, String)> {
+    let link = format!("href=\"/{repo}/commit/");
+    let mut current = String::new();
+    let mut lines = Vec::new();
+    for row in body.split("<tr id=\"L").skip(1) {
+        let number: u32 = row[..row.find('"').expect("id ends")]
+            .parse()
+            .expect("line number");
+        if let Some(at) = row.find(&link) {
+            let start = at + link.len();
+            current = row[start..start + 40].to_owned();
+        }
+        assert!(!current.is_empty(), "row {number} has no commit yet");
+        lines.push((number, current.clone()));
+    }
+    lines
+}
+
+#[test]
+fn blame_highlighting_split_diffs_and_assets() {
+    let server = NimbusServer::start();
+    server.create_repo("code", false);
+    let git = Git::new(2);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path();
+    git.init(dir);
+    let v1 = "fn main() {\n    let a = 1;\n    let b = 2;\n    println!(\"{}\", a + b);\n}\n";
+    git.commit(
+        dir,
+        "first",
+        &[("src/main.rs", v1), ("notes.txt", "plain words\n")],
+        1_700_000_000,
+    );
+    let v2 = "// A comment <b>\nfn main() {\n    let a = 10;\n    let b = 2;\n    println!(\"{}\", a + b);\n}\n";
+    git.commit(dir, "second", &[("src/main.rs", v2)], 1_700_000_100);
+    let v3 = "// A comment <b>\nfn main() {\n    let a = 10;\n    let b = 2;\n    let c = 3;\n    println!(\"{}\", a + b + c);\n}\n";
+    let third = git.commit(dir, "third", &[("src/main.rs", v3)], 1_700_000_200);
+    git.run(
+        dir,
+        &[
+            "push",
+            "-q",
+            &server.push_url("code"),
+            "HEAD:refs/heads/main",
+        ],
+    );
+
+    // Blame: every line's commit as `git blame` says.
+    let blame = page(&server, "/code/blame/main/src/main.rs");
+    assert!(
+        blame.contains("<title>Blame of src/main.rs at main · code · Nimbus</title>"),
+        "{blame}"
+    );
+    let expected = git_blame(&git, dir, "src/main.rs");
+    assert_eq!(expected.len(), 7);
+    assert_eq!(page_blame(&blame, "code"), expected);
+    // Commit summaries beside the lines; code highlighted and escaped.
+    assert!(
+        blame.contains("third") && blame.contains("second"),
+        "{blame}"
+    );
+    assert!(
+        blame.contains("hl-comment") && blame.contains("&lt;b&gt;"),
+        "{blame}"
+    );
+    // The file page links to the blame; blame refuses what it cannot do.
+    let file = page(&server, "/code/blob/main/src/main.rs");
+    assert!(
+        file.contains("href=\"/code/blame/main/src/main.rs\""),
+        "{file}"
+    );
+    assert_eq!(get(&server, "/code/blame/main/src").status, 422);
+    assert_eq!(get(&server, "/code/blame/main/missing.rs").status, 404);
+    assert_eq!(get(&server, "/code/blame/nobranch/src/main.rs").status, 404);
+
+    // Highlighting: Rust gets classes, plain text does not, both escaped.
+    assert!(file.contains("class=\"hl-"), "{file}");
+    assert!(
+        file.contains("&lt;b&gt;") && !file.contains("<b>"),
+        "{file}"
+    );
+    let notes = page(&server, "/code/blob/main/notes.txt");
+    assert!(
+        notes.contains("plain words") && !notes.contains("class=\"hl-"),
+        "{notes}"
+    );
+
+    // Side-by-side diff: a run of removed lines beside the added lines
+    // that replace them, in order, and an empty old side for the rest.
+    let unified = page(&server, &format!("/code/commit/{third}"));
+    assert!(unified.contains("href=\"?diff=split\""), "{unified}");
+    let split = page(&server, &format!("/code/commit/{third}?diff=split"));
+    assert!(split.contains("class=\"code split\""), "{split}");
+    let row_with = |needle: &str| {
+        split
+            .split("<tr>")
+            .find(|row| row.contains(needle))
+            .unwrap_or_else(|| panic!("no row with {needle}: {split}"))
+            .to_owned()
+    };
+    let paired = row_with("let c = 3");
+    assert!(
+        paired.contains("class=\"text del\"")
+            && paired.contains("a + b);")
+            && paired.contains("class=\"text add\""),
+        "{paired}"
+    );
+    let added = row_with("a + b + c");
+    assert!(
+        added.contains("class=\"text empty\"") && added.contains("class=\"text add\""),
+        "{added}"
+    );
+    let context = row_with("let b = 2");
+    assert_eq!(context.matches("let b = 2").count(), 2, "{context}");
+
+    // Listings show each entry's last commit, as `git log -1 -- entry`,
+    // once the background computation is done (the page waits briefly).
+    let last_of = |path: &str| {
+        git.run(dir, &["log", "-1", "--format=%H", "--", path])
+            .trim()
+            .to_owned()
+    };
+    for (url, entries) in [
+        ("/code", vec![("notes.txt", "notes.txt"), ("src", "src")]),
+        ("/code/tree/main/src", vec![("main.rs", "src/main.rs")]),
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let listing = loop {
+            let body = page(&server, url);
+            if body.contains("<td class=\"last\"><a") || std::time::Instant::now() > deadline {
+                break body;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        for (name, path) in entries {
+            let row = listing
+                .split("<tr>")
+                .find(|row| {
+                    row.contains(&format!(">{name}<")) || row.contains(&format!(">{name}/<"))
+                })
+                .unwrap_or_else(|| panic!("no row for {name}: {listing}"));
+            assert!(
+                row.contains(&format!("href=\"/code/commit/{}\"", last_of(path))),
+                "{name}: {row}"
+            );
+        }
+    }
+    assert_ne!(last_of("notes.txt"), last_of("src"));
+
+    // Scripts: served from this server, versioned and cacheable.
+    let script_src = file
+        .split("<script src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a script");
+    assert!(
+        script_src.starts_with("/-/assets/nimbus.js?v="),
+        "{script_src}"
+    );
+    let script = get(&server, script_src);
+    assert_eq!(script.status, 200);
+    assert!(
+        script
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/javascript"))
+    );
+    assert!(
+        script
+            .header("cache-control")
+            .is_some_and(|c| c.contains("immutable"))
+    );
+    assert!(script.body.contains("scrollIntoView"));
+    assert_eq!(get(&server, "/-/assets/../Cargo.toml").status, 404);
+    assert_eq!(get(&server, "/-/assets/none.js").status, 404);
+}

@@ -238,13 +238,17 @@ fn form_page(
             }
             @if kind != EditKind::Delete {
                 p { label for="content" { "Content" } br;
-                    textarea #content name="content" rows="24" style="width:100%;font:13px/1.45 ui-monospace,monospace" spellcheck="false" { (content) } }
+                    textarea #content name="content" rows="24" style="width:100%;font:13px/1.45 ui-monospace,monospace" spellcheck="false"
+                        data-editor="" data-path=(target.path) data-filename-input=[(kind == EditKind::New).then_some("filename")] { (content) } }
             } @else {
                 p { "The file will be deleted in a new commit on " strong { (target.branch) } "." }
             }
             p { label for="message" { "Commit message" } br;
                 input #message name="message" required size="80" value=(message); }
             p { button type="submit" { "Commit" } " " a href={ "/" (repo) "/tree/" (branch) } { "Cancel" } }
+        }
+        @if kind != EditKind::Delete {
+            @if let Some(script) = crate::assets::url("editor.js") { script src=(script) defer {} }
         }
     };
     page(status, &title, &target.viewer, body)

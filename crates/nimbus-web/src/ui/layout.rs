@@ -35,6 +35,7 @@ table.list { width: 100%; border-collapse: collapse; }
 table.list td { padding: .35rem .75rem; border-top: 1px solid var(--line); vertical-align: top; }
 table.list tr:first-child td { border-top: 0; }
 table.list td.when { color: var(--muted); white-space: nowrap; text-align: right; }
+table.list td.last { max-width: 28rem; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 a.dir { font-weight: 600; }
 .crumbs { margin-bottom: .75rem; word-break: break-all; }
 table.code { border-collapse: collapse; width: 100%; font: 13px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; }
@@ -44,6 +45,10 @@ table.code td.num a { color: inherit; }
 table.code tr:target td, table.code tr.marked td { background: var(--mark); }
 .scroll { overflow-x: auto; }
 tr.add td.text { background: var(--add); } tr.del td.text { background: var(--del); }
+table.code td.add { background: var(--add); } table.code td.del { background: var(--del); }
+table.code td.empty { background: var(--panel); }
+table.blame td.who { width: 1%; min-width: 16rem; max-width: 24rem; white-space: normal; font: 12px/1.45 system-ui, sans-serif; border-right: 1px solid var(--line); }
+table.blame tr.hunk-start td { border-top: 1px solid var(--line); } table.split td.text { width: 50%; }
 tr.hunk td { color: var(--muted); background: var(--panel); }
 .markdown { padding: 0 1.5rem 1rem; overflow-wrap: break-word; }
 .markdown pre { background: var(--panel); padding: .75rem; overflow-x: auto; border-radius: 6px; }
@@ -54,7 +59,7 @@ input, select, textarea { background: transparent; color: inherit; border: 1px s
 code.clone { user-select: all; word-break: break-all; }
 .pager { display: flex; gap: 1rem; margin: 1rem 0; }
 .stat-add { color: var(--good); } .stat-del { color: var(--bad); }
-@media (max-width: 40rem) { table.list td.when { display: none; } main { margin-top: 1rem; } }
+@media (max-width: 40rem) { table.list td.when, table.list td.last { display: none; } main { margin-top: 1rem; } }
 "#;
 
 /// Who is looking, for the header.
@@ -72,7 +77,8 @@ pub fn page(status: StatusCode, title: &str, viewer: &Viewer, content: Markup) -
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Nimbus" }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(STYLE)) (PreEscaped(super::highlight::STYLE)) }
+                @if let Some(script) = crate::assets::url("nimbus.js") { script src=(script) defer {} }
             }
             body {
                 header.top {

@@ -5,15 +5,23 @@
 //! - [`markdown`]: GitHub-flavoured Markdown, sanitised;
 //! - [`repo`]: the dashboard and the repository pages (home, tree, blob,
 //!   raw, commits, commit).
+//! - [`settings`]: a repository's settings (visibility, default branch,
+//!   deletion, collaborators, webhooks and their deliveries), for admins;
+//! - [`tokens`]: the signed-in user's personal access tokens.
 //!
 //! Pages read repositories through `nimbus_git::browse` on a blocking
 //! thread, and ask `AccessControl` (surface `Web`) whether the signed-in
 //! user (the session cookie) or an anonymous visitor may read them.
 
+pub mod blame;
 pub mod editor;
+pub mod highlight;
+pub mod last_commits;
 pub mod layout;
 pub mod markdown;
 pub mod repo;
+pub mod settings;
+pub mod tokens;
 
 use crate::App;
 use crate::error::WebError;

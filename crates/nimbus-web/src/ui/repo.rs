@@ -6,6 +6,7 @@
 //! A revision in a URL may contain slashes (`feature/x`); the longest run of
 //! segments naming a branch or tag wins, as on GitHub.
 
+use super::highlight;
 use super::layout::{Viewer, error_page, page, size, when};
 use super::markdown::{self, DocumentBase};
 use super::{decode, path as encode_path, segment};
@@ -15,9 +16,10 @@ use crate::{App, RequestParts};
 use maud::{Markup, PreEscaped, html};
 use nimbus_auth::{Decision, RepoAction, Surface};
 use nimbus_git::browse::{
-    self, CommitDetail, DiffLimits, EntryKind, FileDiff, LineKind, PathTarget, Resolved, RevKind,
-    TreeEntry,
+    self, CommitDetail, DiffLimits, DiffLine, EntryKind, FileDiff, LineKind, PathTarget, Resolved,
+    RevKind, TreeEntry,
 };
+use nimbus_git::last_commit::LastCommits;
 use nimbus_git::objects::Objects;
 use nimbus_types::{Principal, Repository, Visibility};
 use warp::http::{HeaderValue, StatusCode, header};
@@ -38,11 +40,13 @@ const DIFF_LIMITS: DiffLimits = DiffLimits {
 };
 
 /// What a page is about, after the access check.
-struct Context {
-    viewer: Viewer,
-    repo: Repository,
+pub(super) struct Context {
+    pub(super) viewer: Viewer,
+    pub(super) repo: Repository,
     /// Whether the visitor may commit here (the editor's links).
-    can_write: bool,
+    pub(super) can_write: bool,
+    /// Whether the visitor administers it (the settings link).
+    pub(super) can_admin: bool,
 }
 
 fn viewer(parts: &RequestParts) -> (Principal, Viewer) {
@@ -83,10 +87,18 @@ async fn open(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Re
                         == Decision::Allow
                 }
             };
+            let can_admin = can_write
+                && app
+                    .access
+                    .authorize_repo(&principal, Some(&repo), RepoAction::Admin, Surface::Web)
+                    .await
+                    .map_err(|e| auth_failure(e).into_response())?
+                    == Decision::Allow;
             Ok(Context {
                 viewer,
                 repo,
                 can_write,
+                can_admin,
             })
         }
         (Decision::Unauthenticated, _) => Err(redirect(&format!(
@@ -103,7 +115,11 @@ async fn open(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Re
 
 /// [`open`] for an expensive page: also counted against an anonymous
 /// visitor's allowance.
-async fn open_expensive(app: &App, name: &str, parts: &RequestParts) -> Result<Context, Response> {
+pub(super) async fn open_expensive(
+    app: &App,
+    name: &str,
+    parts: &RequestParts,
+) -> Result<Context, Response> {
     let context = open(app, name, parts).await?;
     match expensive(app, &context, parts) {
         Some(response) => Err(response),
@@ -147,7 +163,7 @@ fn internal(viewer: &Viewer, err: &dyn std::error::Error) -> Response {
 }
 
 /// Run `work` on the repository's objects on a blocking thread.
-async fn with_objects<T: Send + 'static>(
+pub(super) async fn with_objects<T: Send + 'static>(
     app: &App,
     context: &Context,
     work: impl FnOnce(&[nimbus_types::Ref], &mut Objects) -> Result<T, browse::BrowseError>
@@ -169,7 +185,7 @@ async fn with_objects<T: Send + 'static>(
     .map_err(|e| internal(&context.viewer, &e))
 }
 
-fn repo_header(context: &Context, current: &str, rev: &str) -> Markup {
+pub(super) fn repo_header(context: &Context, current: &str, rev: &str) -> Markup {
     let name = context.repo.name.as_str();
     let rev = encode_path(rev);
     html! {
@@ -182,11 +198,12 @@ fn repo_header(context: &Context, current: &str, rev: &str) -> Markup {
             a.current[current == "commits"] href={ "/" (name) "/commits/" (rev) } { "Commits" }
             a.current[current == "branches"] href={ "/" (name) "/branches" } { "Branches" }
             a.current[current == "tags"] href={ "/" (name) "/tags" } { "Tags" }
+            @if context.can_admin { a #settings-link href={ "/" (name) "/settings" } { "Settings" } }
         }
     }
 }
 
-fn breadcrumbs(repo: &str, rev: &str, path: &str) -> Markup {
+pub(super) fn breadcrumbs(repo: &str, rev: &str, path: &str) -> Markup {
     let rev = encode_path(rev);
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     html! {
@@ -261,7 +278,7 @@ fn resolve_whole(
 }
 
 /// The first segments of `rest` as a revision, the others as a path.
-fn split_rev(
+pub(super) fn split_rev(
     refs: &[nimbus_types::Ref],
     objects: &mut Objects,
     rest: &[String],
@@ -273,7 +290,7 @@ fn split_rev(
     }))
 }
 
-fn decoded(rest: &[&str]) -> Option<Vec<String>> {
+pub(super) fn decoded(rest: &[&str]) -> Option<Vec<String>> {
     rest.iter()
         .filter(|s| !s.is_empty())
         .map(|s| decode(s))
@@ -295,7 +312,13 @@ fn readme_name(entries: &[TreeEntry]) -> Option<&TreeEntry> {
     })
 }
 
-fn entry_rows(repo: &str, rev: &str, dir: &str, entries: &[TreeEntry]) -> Markup {
+fn entry_rows(
+    repo: &str,
+    rev: &str,
+    dir: &str,
+    entries: &[TreeEntry],
+    last: Option<&LastCommits>,
+) -> Markup {
     let rev = encode_path(rev);
     let prefix = if dir.is_empty() {
         String::new()
@@ -311,6 +334,15 @@ fn entry_rows(repo: &str, rev: &str, dir: &str, entries: &[TreeEntry]) -> Markup
                             EntryKind::Dir => { a.dir href={ "/" (repo) "/tree/" (rev) "/" (prefix) (segment(&entry.name)) } { (entry.name) "/" } }
                             EntryKind::Submodule => { (entry.name) " " span.muted { "@ " (entry.id.to_hex_with_len(7)) } }
                             _ => { a href={ "/" (repo) "/blob/" (rev) "/" (prefix) (segment(&entry.name)) } { (entry.name) } }
+                        }
+                    }
+                    @if let Some(last) = last {
+                        @match last.entries.get(&entry.name_bytes).and_then(|id| last.commits.get(id)) {
+                            Some(commit) => {
+                                td.last { a.muted href={ "/" (repo) "/commit/" (commit.id) } title=(commit.summary) { (commit.summary) } }
+                                td.when { (when(commit.committer.time)) }
+                            }
+                            None => { td.last {} td.when {} }
                         }
                     }
                 }
@@ -352,6 +384,14 @@ pub async fn home(app: &App, name: &str, parts: RequestParts) -> Result<Response
         Ok(found) => found,
         Err(response) => return Ok(response),
     };
+    let last = match &found {
+        Some((resolved, ..)) => {
+            app.last_commits
+                .lookup(&app.git, &context.repo, resolved.commit, b"")
+                .await
+        }
+        None => None,
+    };
     let repo = context.repo.name.as_str();
     let clone_url = format!("{}/{}.git", crate::api::base_url(app, &parts), repo);
     let body = match found {
@@ -380,7 +420,7 @@ pub async fn home(app: &App, name: &str, parts: RequestParts) -> Result<Response
                     a href={ "/" (repo) "/commit/" (head.id) } { (head.summary()) }
                     span.actions.muted { (head.author.name) " · " (when(head.committer.time)) }
                 }
-                (listing_box(repo, &resolved.label, "", &listing))
+                (listing_box(repo, &resolved.label, "", &listing, last.as_deref()))
             }
             @if let Some((readme_name, blob)) = readme {
                 div.box #readme {
@@ -399,9 +439,15 @@ struct Listing {
     truncated: bool,
 }
 
-fn listing_box(repo: &str, rev: &str, dir: &str, listing: &Listing) -> Markup {
+fn listing_box(
+    repo: &str,
+    rev: &str,
+    dir: &str,
+    listing: &Listing,
+    last: Option<&LastCommits>,
+) -> Markup {
     html! {
-        (entry_rows(repo, rev, dir, &listing.entries))
+        (entry_rows(repo, rev, dir, &listing.entries, last))
         @if listing.truncated { p.muted { "Only the first " (listing.entries.len()) " entries are shown." } }
     }
 }
@@ -476,6 +522,10 @@ pub async fn tree(
             readme,
         ))) => {
             let listing = Listing { entries, truncated };
+            let last = app
+                .last_commits
+                .lookup(&app.git, &context.repo, resolved.commit, path.as_bytes())
+                .await;
             let title = if path.is_empty() {
                 format!("{repo} at {}", resolved.label)
             } else {
@@ -487,7 +537,7 @@ pub async fn tree(
                 @if context.can_write && resolved.kind == RevKind::Branch {
                     p { a #new-file href={ "/" (repo) "/new/" (encode_path(&resolved.label)) @if !path.is_empty() { "/" (encode_path(&path)) } } { "Add a file" } }
                 }
-                div.box { (listing_box(repo, &resolved.label, &path, &listing)) }
+                div.box { (listing_box(repo, &resolved.label, &path, &listing, last.as_deref())) }
                 @if let Some((readme_name, blob)) = readme {
                     div.box #readme {
                         div.head { strong { (readme_name) } }
@@ -569,7 +619,18 @@ pub async fn blob(
         encode_path(&resolved.label),
         encode_path(&path)
     );
-    let text = String::from_utf8_lossy(&blob.data);
+    let text = String::from_utf8_lossy(&blob.data).into_owned();
+    let (text, highlighted) = if blob.binary || text.len() > highlight::MAX_BYTES {
+        (text, None)
+    } else {
+        let file = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let highlighted = highlight::highlight(&file, &text);
+            (text, highlighted)
+        })
+        .await
+        .map_err(|e| WebError::internal(&e))?
+    };
     let body = html! {
         (repo_header(&context, "code", &resolved.label))
         (breadcrumbs(repo, &resolved.label, &path))
@@ -580,6 +641,7 @@ pub async fn blob(
                 span.actions {
                     a #raw href=(raw) { "Raw" }
                     a href={ (raw) "?download=1" } { "Download" }
+                    @if !blob.binary { a #blame href={ "/" (repo) "/blame/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "Blame" } }
                     a href={ "/" (repo) "/commits/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "History" }
                     @if context.can_write && resolved.kind == RevKind::Branch {
                         @if !blob.binary { a #edit href={ "/" (repo) "/edit/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "Edit" } }
@@ -593,11 +655,14 @@ pub async fn blob(
                 @if blob.truncated {
                     p.markdown.muted #truncated { "This file is large; only its first " (size(blob.data.len() as u64)) " are shown. " a href=(raw) { "View the whole file" } }
                 }
-                div.scroll { table.code #code {
+                div.scroll { table.code #code .highlighted[highlighted.is_some()] {
                     @for (index, line) in text.lines().enumerate() {
                         tr id={ "L" (index + 1) } {
                             td.num { a href={ "#L" (index + 1) } { (index + 1) } }
-                            td.text { (line) }
+                            @match highlighted.as_ref().and_then(|lines| lines.get(index)) {
+                                Some(html) => td.text { (PreEscaped(html)) },
+                                None => td.text { (line) },
+                            }
                         }
                     }
                 } }
@@ -789,12 +854,74 @@ pub async fn commits(
     ))
 }
 
-fn diff_file(file: &FileDiff) -> Markup {
+/// Whether the visitor asked for the side-by-side diff (`?diff=split`).
+fn split_diff(parts: &RequestParts) -> bool {
+    parts
+        .query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "diff=split"))
+}
+
+/// Links between the unified and the side-by-side diff.
+fn diff_views(split: bool) -> Markup {
+    html! {
+        p #diff-view {
+            @if split { a href="?diff=unified" { "Unified" } " · " strong { "Split" } }
+            @else { strong { "Unified" } " · " a href="?diff=split" { "Split" } }
+        }
+    }
+}
+
+/// A hunk's lines as rows of a side-by-side diff: context on both sides,
+/// and each run of removed lines beside the run of added lines that
+/// follows it.
+fn split_rows(lines: &[DiffLine]) -> Vec<(Option<&DiffLine>, Option<&DiffLine>)> {
+    let mut rows = Vec::with_capacity(lines.len());
+    let mut index = 0;
+    while index < lines.len() {
+        if lines[index].kind == LineKind::Context {
+            rows.push((Some(&lines[index]), Some(&lines[index])));
+            index += 1;
+            continue;
+        }
+        let removed_end = index
+            + lines[index..]
+                .iter()
+                .take_while(|line| line.kind == LineKind::Removed)
+                .count();
+        let added_end = removed_end
+            + lines[removed_end..]
+                .iter()
+                .take_while(|line| line.kind == LineKind::Added)
+                .count();
+        let removed = &lines[index..removed_end];
+        let added = &lines[removed_end..added_end];
+        for row in 0..removed.len().max(added.len()) {
+            rows.push((removed.get(row), added.get(row)));
+        }
+        index = added_end;
+    }
+    rows
+}
+
+fn diff_file(file: &FileDiff, split: bool) -> Markup {
     let path = file
         .new_path
         .as_deref()
         .or(file.old_path.as_deref())
         .unwrap_or("");
+    let side = |line: Option<&DiffLine>, number: Option<u32>| {
+        let class = match line.map(|line| line.kind) {
+            Some(LineKind::Added) => "text add",
+            Some(LineKind::Removed) => "text del",
+            Some(LineKind::Context) => "text",
+            None => "text empty",
+        };
+        html! {
+            td.num { @if let Some(n) = number { (n) } }
+            td class=(class) { @if let Some(line) = line { (line.text) } }
+        }
+    };
     html! {
         div.box.file {
             div.head {
@@ -811,6 +938,18 @@ fn diff_file(file: &FileDiff) -> Markup {
                 p.markdown.muted { "Binary file." }
             } @else if file.truncated {
                 p.markdown.muted { "This diff is too large to show." }
+            } @else if split {
+                div.scroll { table.code.split {
+                    @for hunk in &file.hunks {
+                        tr.hunk { td.num {} td.text colspan="3" { (hunk.header()) } }
+                        @for (old, new) in split_rows(&hunk.lines) {
+                            tr {
+                                (side(old, old.and_then(|line| line.old_no)))
+                                (side(new, new.and_then(|line| line.new_no)))
+                            }
+                        }
+                    }
+                } }
             } @else {
                 div.scroll { table.code {
                     @for hunk in &file.hunks {
@@ -843,6 +982,7 @@ pub async fn commit(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
+    let split = split_diff(&parts);
     let wanted = id.to_owned();
     let found = with_objects(app, &context, move |refs, objects| {
         let Some(resolved) = browse::resolve(refs, objects, &[wanted.as_str()])? else {
@@ -902,7 +1042,8 @@ pub async fn commit(
             }
         }
         p #stats { (files.len()) @if files.len() == 1 { " changed file with " } @else { " changed files with " } span.stat-add { (additions) " additions" } " and " span.stat-del { (deletions) " deletions" } }
-        @for file in files { (diff_file(file)) }
+        (diff_views(split))
+        @for file in files { (diff_file(file, split)) }
         @if diff.truncated { p.muted { "More files changed than are shown." } }
     };
     Ok(page(
@@ -1013,6 +1154,7 @@ pub async fn compare(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
+    let split = split_diff(&parts);
     let spec = decoded(rest).map(|segments| segments.join("/"));
     let Some((base_name, head_name)) = spec
         .as_deref()
@@ -1078,7 +1220,8 @@ pub async fn compare(
             } }
             @if comparison.ahead > comparison.commits.len() { p.muted { "Only the newest " (comparison.commits.len()) " commits are listed." } }
         }
-        @for file in files { (diff_file(file)) }
+        (diff_views(split))
+        @for file in files { (diff_file(file, split)) }
         @if diff.truncated { p.muted { "More files changed than are shown." } }
     };
     Ok(page(
@@ -1155,4 +1298,49 @@ pub async fn archive(
         HeaderValue::from_static("nosniff"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(kind: LineKind, text: &str) -> DiffLine {
+        DiffLine {
+            kind,
+            old_no: None,
+            new_no: None,
+            text: text.to_owned(),
+            no_newline: false,
+        }
+    }
+
+    #[test]
+    fn split_rows_pair_removed_runs_with_the_added_runs_after_them() {
+        use LineKind::{Added, Context, Removed};
+        let lines = [
+            line(Context, "a"),
+            line(Removed, "b"),
+            line(Removed, "c"),
+            line(Added, "B"),
+            line(Context, "d"),
+            line(Added, "e"),
+            line(Removed, "f"),
+        ];
+        let rows: Vec<(Option<&str>, Option<&str>)> = split_rows(&lines)
+            .into_iter()
+            .map(|(old, new)| (old.map(|l| l.text.as_str()), new.map(|l| l.text.as_str())))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("a"), Some("a")),
+                (Some("b"), Some("B")),
+                (Some("c"), None),
+                (Some("d"), Some("d")),
+                (None, Some("e")),
+                (Some("f"), None),
+            ]
+        );
+        assert!(split_rows(&[]).is_empty());
+    }
 }

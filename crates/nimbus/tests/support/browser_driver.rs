@@ -118,10 +118,16 @@ impl Chrome {
             "--window-size=1280,900".to_owned(),
         ];
         args.push(format!("--user-data-dir={}", user_data_dir.display()));
-        let mut options = json!({ "binary": CHROMIUM, "args": args });
+        let downloads = chrome.downloads();
+        fs::create_dir_all(&downloads).expect("create the downloads directory");
+        let mut prefs = json!({
+            "download.default_directory": downloads,
+            "download.prompt_for_download": false,
+        });
         if !javascript {
-            options["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
+            prefs["profile.managed_default_content_settings.javascript"] = json!(2);
         }
+        let options = json!({ "binary": CHROMIUM, "args": args, "prefs": prefs });
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": options,
@@ -305,6 +311,45 @@ impl Chrome {
     pub fn click_in_place(&self, css: &str) {
         self.run(format!("click {css:?}"), async {
             self.client().find(Locator::Css(css)).await?.click().await
+        });
+    }
+
+    /// Where the browser saves downloads (empty at the start).
+    pub fn downloads(&self) -> PathBuf {
+        self.profile.path().join("downloads")
+    }
+
+    /// Polls up to 10 seconds for the finished download `name` and returns
+    /// its bytes.
+    pub fn downloaded(&self, name: &str) -> Vec<u8> {
+        let path = self.downloads().join(name);
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            // Chromium writes `<name>.crdownload` and renames it when done.
+            if let Ok(bytes) = fs::read(&path) {
+                return bytes;
+            }
+            if Instant::now() >= deadline {
+                let present: Vec<_> = fs::read_dir(self.downloads())
+                    .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                self.fail(format!(
+                    "no download {name:?} after {WAIT_TIMEOUT:?}; present: {present:?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types `value` into the element matching `css` (which keeps focus),
+    /// without emptying it first: for editors that are not form fields.
+    pub fn type_keys(&self, css: &str, value: &str) {
+        self.run(format!("type into {css:?}"), async {
+            self.client()
+                .find(Locator::Css(css))
+                .await?
+                .send_keys(value)
+                .await
         });
     }
 

@@ -1,0 +1,177 @@
+//! The last commit of every entry of a directory, for tree listings,
+//! computed off the request path and kept in memory.
+//!
+//! Finding when each file last changed walks history
+//! (`nimbus_git::last_commit`), which on a large repository takes far
+//! longer than a page may. So a listing asks [`LastCommitCache::lookup`]:
+//! a cached answer is shown at once; otherwise one background computation
+//! starts (never two for the same key) and the page waits at most
+//! [`WAIT`] for it, then renders without the column (the next view shows
+//! it).
+//!
+//! Keys are (repository, commit id, directory). A commit id names its whole
+//! history, so an answer never goes stale: a push moves a branch to a new
+//! commit, which is a new key, and the old answers age out of the LRU.
+//! That is how ref updates invalidate this cache. It is bounded by the
+//! total number of entries held, not only by keys, since one directory may
+//! have up to `browse::MAX_TREE_ENTRIES` entries.
+
+use gix_hash::ObjectId;
+use lru::LruCache;
+use nimbus_git::browse::BrowseError;
+use nimbus_git::last_commit::{self, LastCommitLimits, LastCommits};
+use nimbus_git::objects::Objects;
+use nimbus_git::service::GitService;
+use nimbus_types::{RepoId, Repository};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How long a page waits for a computation it started or found running.
+pub const WAIT: Duration = Duration::from_millis(50);
+/// The most directory entries held across all cached answers.
+pub const MAX_CACHED_ENTRIES: usize = 500_000;
+
+type Key = (RepoId, ObjectId, Vec<u8>);
+
+#[derive(Default)]
+struct State {
+    done: Option<LruCache<Key, Arc<LastCommits>>>,
+    /// Entries held in `done`.
+    held: usize,
+    running: HashMap<Key, Arc<Notify>>,
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct LastCommitCache {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for LastCommitCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("LastCommitCache")
+            .field("held", &state.held)
+            .field("running", &state.running.len())
+            .finish()
+    }
+}
+
+impl LastCommitCache {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent state (every
+        // update is a single insert or remove), so poisoning is ignored.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The answer for `dir` (`b""` is the root) at `commit` if it is
+    /// cached or becomes ready within [`WAIT`]; otherwise `None`, and it is
+    /// being computed in the background.
+    pub async fn lookup(
+        self: &Arc<Self>,
+        git: &Arc<GitService>,
+        repo: &Repository,
+        commit: ObjectId,
+        dir: &[u8],
+    ) -> Option<Arc<LastCommits>> {
+        let cache = self;
+        let key: Key = (repo.id, commit, dir.to_vec());
+        let notify = {
+            let mut state = cache.lock();
+            if let Some(found) = state.done.as_mut().and_then(|done| done.get(&key)) {
+                return Some(found.clone());
+            }
+            match state.running.get(&key) {
+                Some(notify) => notify.clone(),
+                None => {
+                    let notify = Arc::new(Notify::new());
+                    state.running.insert(key.clone(), notify.clone());
+                    tokio::spawn(compute(
+                        self.clone(),
+                        git.clone(),
+                        repo.clone(),
+                        key.clone(),
+                    ));
+                    notify
+                }
+            }
+        };
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // The computation may have finished between the lock and `enable`.
+        if let Some(found) = cache.cached(&key) {
+            return Some(found);
+        }
+        let _ = tokio::time::timeout(WAIT, notified).await;
+        cache.cached(&key)
+    }
+
+    fn cached(&self, key: &Key) -> Option<Arc<LastCommits>> {
+        self.lock()
+            .done
+            .as_mut()
+            .and_then(|done| done.get(key))
+            .cloned()
+    }
+
+    fn finish(&self, key: Key, answer: Option<LastCommits>) {
+        let mut state = self.lock();
+        if let Some(answer) = answer {
+            let size = answer.entries.len().max(1);
+            state.held += size;
+            let done = state.done.get_or_insert_with(LruCache::unbounded);
+            if let Some(replaced) = done.put(key.clone(), Arc::new(answer)) {
+                state.held -= replaced.entries.len().max(1);
+            }
+            while state.held > MAX_CACHED_ENTRIES {
+                let Some((_, evicted)) = state.done.as_mut().and_then(LruCache::pop_lru) else {
+                    break;
+                };
+                state.held -= evicted.entries.len().max(1);
+            }
+        }
+        if let Some(notify) = state.running.remove(&key) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+/// Compute one answer on a blocking thread and store it; failures are
+/// logged and not cached (the next view tries again).
+async fn compute(cache: Arc<LastCommitCache>, git: Arc<GitService>, repo: Repository, key: Key) {
+    let (_, commit, dir) = key.clone();
+    let answer = match git.snapshot(&repo).await {
+        Ok(snapshot) => {
+            let work = tokio::task::spawn_blocking(move || {
+                let mut objects = Objects::new(snapshot.db.handle());
+                last_commit::last_commits(&mut objects, commit, &dir, &LastCommitLimits::default())
+            })
+            .await;
+            match work {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(err)) => {
+                    log_failure(&repo, &err);
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(repo = %repo.name, error = %err, "computing last commits panicked");
+                    None
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(repo = %repo.name, error = %err, "computing last commits: no snapshot");
+            None
+        }
+    };
+    cache.finish(key, answer);
+}
+
+fn log_failure(repo: &Repository, err: &BrowseError) {
+    tracing::warn!(repo = %repo.name, error = %err, "computing last commits failed");
+}
