@@ -316,6 +316,13 @@ pub async fn receive_pack(
                 .find(|r| r.name.as_bytes() == name.as_bytes())
                 .map(|r| r.target.to_string())
         };
+        // The home page's listing: have its last commits ready.
+        let default_ref = format!("refs/heads/{}", repo.default_branch);
+        if updated.contains(&default_ref)
+            && let Some(head) = after.iter().find(|r| r.name.as_bytes() == default_ref.as_bytes())
+        {
+            app.last_commits.warm(&app.git, &repo, head.target, b"");
+        }
         let changes: Vec<(String, Option<String>, Option<String>)> = updated
             .iter()
             .map(|name| (name.clone(), target(&before, name), target(&after, name)))

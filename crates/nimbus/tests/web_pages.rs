@@ -753,6 +753,14 @@ fn blame_highlighting_split_diffs_and_assets() {
     let v2 = "// A comment <b>\nfn main() {\n    let a = 10;\n    let b = 2;\n    println!(\"{}\", a + b);\n}\n";
     git.commit(dir, "second", &[("src/main.rs", v2)], 1_700_000_100);
     let v3 = "// A comment <b>\nfn main() {\n    let a = 10;\n    let b = 2;\n    let c = 3;\n    println!(\"{}\", a + b + c);\n}\n";
+    // A file whose name is not UTF-8 (git stores names as bytes).
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::create_dir_all(dir.join("odd")).expect("mkdir");
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9 <b>.txt");
+        std::fs::write(dir.join("odd").join(name), "latin-1 name\n").expect("write");
+        git.run(dir, &["add", "-A"]);
+    }
     let third = git.commit(dir, "third", &[("src/main.rs", v3)], 1_700_000_200);
     git.run(
         dir,
@@ -831,6 +839,30 @@ fn blame_highlighting_split_diffs_and_assets() {
     );
     let context = row_with("let b = 2");
     assert_eq!(context.matches("let b = 2").count(), 2, "{context}");
+
+    // The odd name is listed, escaped, linked byte for byte, and opens.
+    let odd = page(&server, "/code/tree/main/odd");
+    assert!(
+        odd.contains("href=\"/code/blob/main/odd/caf%E9%20%3Cb%3E.txt\""),
+        "{odd}"
+    );
+    assert!(odd.contains("caf\u{fffd} &lt;b&gt;.txt"), "{odd}");
+    let odd_file = page(&server, "/code/blob/main/odd/caf%E9%20%3Cb%3E.txt");
+    assert!(odd_file.contains("latin-1 name"), "{odd_file}");
+    assert!(
+        odd_file.contains("href=\"/code/raw/main/odd/caf%E9%20%3Cb%3E.txt\""),
+        "{odd_file}"
+    );
+    assert!(
+        odd_file.contains("href=\"/code/tree/main/odd\""),
+        "breadcrumbs: {odd_file}"
+    );
+    assert_eq!(
+        get(&server, "/code/raw/main/odd/caf%E9%20%3Cb%3E.txt").body,
+        "latin-1 name\n"
+    );
+    let odd_blame = page(&server, "/code/blame/main/odd/caf%E9%20%3Cb%3E.txt");
+    assert!(odd_blame.contains("latin-1 name"), "{odd_blame}");
 
     // Listings show each entry's last commit, as `git log -1 -- entry`,
     // once the background computation is done (the page waits briefly).

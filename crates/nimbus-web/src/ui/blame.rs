@@ -4,8 +4,8 @@
 
 use super::highlight;
 use super::layout::{error_page, page, size, when};
-use super::path as encode_path;
-use super::repo::{breadcrumbs, decoded, open_expensive, repo_header, split_rev, with_objects};
+use super::repo::{breadcrumbs, open_expensive, owned, repo_header, split_rev, with_objects};
+use super::{RepoPath, path as encode_path};
 use crate::error::WebError;
 use crate::{App, RequestParts};
 use maud::{PreEscaped, html};
@@ -22,7 +22,7 @@ enum Found {
     NoRevision,
     Outcome {
         label: String,
-        path: String,
+        path: RepoPath,
         outcome: BlameOutcome,
         lines: Vec<String>,
         highlighted: Option<Vec<String>>,
@@ -41,9 +41,7 @@ pub async fn blame(
         Err(response) => return Ok(response),
     };
     let not_found = |message: &str| error_page(StatusCode::NOT_FOUND, &context.viewer, message);
-    let Some(rest) = decoded(rest) else {
-        return Ok(not_found("No such revision or file."));
-    };
+    let rest = owned(rest);
     let found = with_objects(app, &context, move |refs, objects| {
         let Some((resolved, path)) = split_rev(refs, objects, &rest)? else {
             return Ok(Found::NoRevision);
@@ -59,7 +57,7 @@ pub async fn blame(
                 let max = usize::try_from(blame::MAX_BLAME_BLOB_BYTES).unwrap_or(usize::MAX);
                 let blob = browse::read_blob(objects, blamed.blob, max)?;
                 let text = String::from_utf8_lossy(&blob.data);
-                let highlighted = highlight::highlight(&path, &text);
+                let highlighted = highlight::highlight(&path.to_string(), &text);
                 (text.lines().map(str::to_owned).collect(), highlighted)
             }
             _ => (Vec::new(), None),
@@ -85,12 +83,8 @@ pub async fn blame(
         }) => (label, path, outcome, lines, highlighted),
     };
     let repo = context.repo.name.as_str();
-    let file_url = format!(
-        "/{repo}/blob/{}/{}",
-        encode_path(&label),
-        encode_path(&path)
-    );
-    let raw_url = format!("/{repo}/raw/{}/{}", encode_path(&label), encode_path(&path));
+    let file_url = format!("/{repo}/blob/{}/{}", encode_path(&label), path.url());
+    let raw_url = format!("/{repo}/raw/{}/{}", encode_path(&label), path.url());
     let unavailable = |status: StatusCode, message: String| {
         let body = html! {
             (repo_header(&context, "code", &label))
@@ -158,7 +152,7 @@ pub async fn blame(
                 span.actions {
                     a #file href=(file_url) { "File" }
                     a href=(raw_url) { "Raw" }
-                    a href={ "/" (repo) "/commits/" (encode_path(&label)) "/" (encode_path(&path)) } { "History" }
+                    a href={ "/" (repo) "/commits/" (encode_path(&label)) "/" (path.url()) } { "History" }
                 }
             }
             @if blamed.truncated {

@@ -78,37 +78,58 @@ impl LastCommitCache {
         commit: ObjectId,
         dir: &[u8],
     ) -> Option<Arc<LastCommits>> {
-        let cache = self;
         let key: Key = (repo.id, commit, dir.to_vec());
-        let notify = {
-            let mut state = cache.lock();
-            if let Some(found) = state.done.as_mut().and_then(|done| done.get(&key)) {
-                return Some(found.clone());
-            }
-            match state.running.get(&key) {
-                Some(notify) => notify.clone(),
-                None => {
-                    let notify = Arc::new(Notify::new());
-                    state.running.insert(key.clone(), notify.clone());
-                    tokio::spawn(compute(
-                        self.clone(),
-                        git.clone(),
-                        repo.clone(),
-                        key.clone(),
-                    ));
-                    notify
-                }
-            }
+        let notify = match self.start(git, repo, &key) {
+            Ok(found) => return Some(found),
+            Err(notify) => notify,
         };
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        // The computation may have finished between the lock and `enable`.
-        if let Some(found) = cache.cached(&key) {
+        // The computation may have finished between `start` and `enable`.
+        if let Some(found) = self.cached(&key) {
             return Some(found);
         }
         let _ = tokio::time::timeout(WAIT, notified).await;
-        cache.cached(&key)
+        self.cached(&key)
+    }
+
+    /// Start computing `dir` at `commit` unless it is cached or running:
+    /// after a push, so the first view of the new commit finds it ready.
+    pub fn warm(
+        self: &Arc<Self>,
+        git: &Arc<GitService>,
+        repo: &Repository,
+        commit: ObjectId,
+        dir: &[u8],
+    ) {
+        let _ = self.start(git, repo, &(repo.id, commit, dir.to_vec()));
+    }
+
+    /// The cached answer, or the signal of the computation now running
+    /// for `key` (started here if none was).
+    fn start(
+        self: &Arc<Self>,
+        git: &Arc<GitService>,
+        repo: &Repository,
+        key: &Key,
+    ) -> Result<Arc<LastCommits>, Arc<Notify>> {
+        let mut state = self.lock();
+        if let Some(found) = state.done.as_mut().and_then(|done| done.get(key)) {
+            return Ok(found.clone());
+        }
+        if let Some(notify) = state.running.get(key) {
+            return Err(notify.clone());
+        }
+        let notify = Arc::new(Notify::new());
+        state.running.insert(key.clone(), notify.clone());
+        tokio::spawn(compute(
+            self.clone(),
+            git.clone(),
+            repo.clone(),
+            key.clone(),
+        ));
+        Err(notify)
     }
 
     fn cached(&self, key: &Key) -> Option<Arc<LastCommits>> {

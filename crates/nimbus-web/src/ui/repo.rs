@@ -9,7 +9,7 @@
 use super::highlight;
 use super::layout::{Viewer, error_page, page, size, when};
 use super::markdown::{self, DocumentBase};
-use super::{decode, path as encode_path, segment};
+use super::{RepoPath, decode, path as encode_path, segment, segment_bytes};
 use crate::error::WebError;
 use crate::git_http::auth_failure;
 use crate::{App, RequestParts};
@@ -203,18 +203,18 @@ pub(super) fn repo_header(context: &Context, current: &str, rev: &str) -> Markup
     }
 }
 
-pub(super) fn breadcrumbs(repo: &str, rev: &str, path: &str) -> Markup {
+pub(super) fn breadcrumbs(repo: &str, rev: &str, path: &RepoPath) -> Markup {
     let rev = encode_path(rev);
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let levels = path.ancestors();
     html! {
         div.crumbs {
             a href={ "/" (repo) "/tree/" (rev) } { (repo) }
-            @for (index, part) in parts.iter().enumerate() {
+            @for (index, (at, name)) in levels.iter().enumerate() {
                 " / "
-                @if index + 1 == parts.len() {
-                    strong { (part) }
+                @if index + 1 == levels.len() {
+                    strong { (name) }
                 } @else {
-                    a href={ "/" (repo) "/tree/" (rev) "/" (encode_path(&parts[..=index].join("/"))) } { (part) }
+                    a href={ "/" (repo) "/tree/" (rev) "/" (at.url()) } { (name) }
                 }
             }
         }
@@ -277,20 +277,42 @@ fn resolve_whole(
         .filter(|resolved| resolved.consumed == segments.len()))
 }
 
-/// The first segments of `rest` as a revision, the others as a path.
+/// The first segments of `rest` (still percent-encoded, empty ones
+/// ignored) as a revision, the others as a path, byte for byte.
 pub(super) fn split_rev(
     refs: &[nimbus_types::Ref],
     objects: &mut Objects,
     rest: &[String],
-) -> Result<Option<(Resolved, String)>, browse::BrowseError> {
-    let segments: Vec<&str> = rest.iter().map(String::as_str).collect();
+) -> Result<Option<(Resolved, RepoPath)>, browse::BrowseError> {
+    let rest: Vec<&str> = rest
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    // Revisions are UTF-8 (ref names, ids); a segment that is not cannot
+    // be part of one, and its lossy form matches nothing.
+    let decoded: Vec<String> = rest
+        .iter()
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     Ok(browse::resolve(refs, objects, &segments)?.map(|resolved| {
-        let path = rest[resolved.consumed.min(rest.len())..].join("/");
+        let path = RepoPath::from_url_segments(&rest[resolved.consumed.min(rest.len())..]);
         (resolved, path)
     }))
 }
 
-pub(super) fn decoded(rest: &[&str]) -> Option<Vec<String>> {
+/// The request path's segments after the page name, owned for a blocking
+/// task.
+pub(super) fn owned(rest: &[&str]) -> Vec<String> {
+    rest.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn decoded(rest: &[&str]) -> Option<Vec<String>> {
     rest.iter()
         .filter(|s| !s.is_empty())
         .map(|s| decode(s))
@@ -315,7 +337,7 @@ fn readme_name(entries: &[TreeEntry]) -> Option<&TreeEntry> {
 fn entry_rows(
     repo: &str,
     rev: &str,
-    dir: &str,
+    dir: &RepoPath,
     entries: &[TreeEntry],
     last: Option<&LastCommits>,
 ) -> Markup {
@@ -323,7 +345,7 @@ fn entry_rows(
     let prefix = if dir.is_empty() {
         String::new()
     } else {
-        format!("{}/", encode_path(dir))
+        format!("{}/", dir.url())
     };
     html! {
         table.list #files {
@@ -331,9 +353,9 @@ fn entry_rows(
                 tr {
                     td {
                         @match entry.kind {
-                            EntryKind::Dir => { a.dir href={ "/" (repo) "/tree/" (rev) "/" (prefix) (segment(&entry.name)) } { (entry.name) "/" } }
+                            EntryKind::Dir => { a.dir href={ "/" (repo) "/tree/" (rev) "/" (prefix) (segment_bytes(&entry.name_bytes)) } { (entry.name) "/" } }
                             EntryKind::Submodule => { (entry.name) " " span.muted { "@ " (entry.id.to_hex_with_len(7)) } }
-                            _ => { a href={ "/" (repo) "/blob/" (rev) "/" (prefix) (segment(&entry.name)) } { (entry.name) } }
+                            _ => { a href={ "/" (repo) "/blob/" (rev) "/" (prefix) (segment_bytes(&entry.name_bytes)) } { (entry.name) } }
                         }
                     }
                     @if let Some(last) = last {
@@ -420,12 +442,12 @@ pub async fn home(app: &App, name: &str, parts: RequestParts) -> Result<Response
                     a href={ "/" (repo) "/commit/" (head.id) } { (head.summary()) }
                     span.actions.muted { (head.author.name) " · " (when(head.committer.time)) }
                 }
-                (listing_box(repo, &resolved.label, "", &listing, last.as_deref()))
+                (listing_box(repo, &resolved.label, &RepoPath::default(), &listing, last.as_deref()))
             }
             @if let Some((readme_name, blob)) = readme {
                 div.box #readme {
                     div.head { strong { (readme_name) } }
-                    (readme_html(repo, &resolved.label, "", &readme_name, &blob))
+                    (readme_html(repo, &resolved.label, &RepoPath::default(), &readme_name, &blob))
                 }
             }
         },
@@ -442,7 +464,7 @@ struct Listing {
 fn listing_box(
     repo: &str,
     rev: &str,
-    dir: &str,
+    dir: &RepoPath,
     listing: &Listing,
     last: Option<&LastCommits>,
 ) -> Markup {
@@ -452,12 +474,12 @@ fn listing_box(
     }
 }
 
-fn readme_html(repo: &str, rev: &str, dir: &str, name: &str, blob: &browse::Blob) -> Markup {
+fn readme_html(repo: &str, rev: &str, dir: &RepoPath, name: &str, blob: &browse::Blob) -> Markup {
     let text = String::from_utf8_lossy(&blob.data);
     if name.ends_with(".md") || name.ends_with(".markdown") {
         let repo_path = format!("/{repo}");
         let rev = encode_path(rev);
-        let dir = encode_path(dir);
+        let dir = dir.url();
         let base = DocumentBase {
             repo_path: &repo_path,
             rev: &rev,
@@ -480,17 +502,10 @@ pub async fn tree(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
-    let Some(rest) = decoded(rest) else {
-        return Ok(error_page(
-            StatusCode::NOT_FOUND,
-            &context.viewer,
-            "No such path.",
-        ));
-    };
-    let rest = if rest.is_empty() {
-        vec![context.repo.default_branch.clone()]
+    let rest = if rest.iter().all(|s| s.is_empty()) {
+        vec![segment(&context.repo.default_branch)]
     } else {
-        rest
+        owned(rest)
     };
     let found = with_objects(app, &context, move |refs, objects| {
         let Some((resolved, path)) = split_rev(refs, objects, &rest)? else {
@@ -535,7 +550,7 @@ pub async fn tree(
                 (repo_header(&context, "code", &resolved.label))
                 (breadcrumbs(repo, &resolved.label, &path))
                 @if context.can_write && resolved.kind == RevKind::Branch {
-                    p { a #new-file href={ "/" (repo) "/new/" (encode_path(&resolved.label)) @if !path.is_empty() { "/" (encode_path(&path)) } } { "Add a file" } }
+                    p { a #new-file href={ "/" (repo) "/new/" (encode_path(&resolved.label)) @if !path.is_empty() { "/" (path.url()) } } { "Add a file" } }
                 }
                 div.box { (listing_box(repo, &resolved.label, &path, &listing, last.as_deref())) }
                 @if let Some((readme_name, blob)) = readme {
@@ -551,7 +566,7 @@ pub async fn tree(
             Ok(redirect(&format!(
                 "/{repo}/blob/{}/{}",
                 encode_path(&resolved.label),
-                encode_path(&path)
+                path.url()
             )))
         }
         Ok(_) => Ok(error_page(
@@ -570,7 +585,7 @@ async fn file_at(
     rest: &[&str],
     parts: &RequestParts,
     max_bytes: usize,
-) -> Result<(Context, Resolved, String, browse::Blob), Response> {
+) -> Result<(Context, Resolved, RepoPath, browse::Blob), Response> {
     let context = open(app, name, parts).await?;
     let not_found = |context: &Context| {
         error_page(
@@ -579,9 +594,7 @@ async fn file_at(
             "No such revision or file.",
         )
     };
-    let Some(rest) = decoded(rest) else {
-        return Err(not_found(&context));
-    };
+    let rest = owned(rest);
     let found = with_objects(app, &context, move |refs, objects| {
         let Some((resolved, path)) = split_rev(refs, objects, &rest)? else {
             return Ok(None);
@@ -617,13 +630,13 @@ pub async fn blob(
     let raw = format!(
         "/{repo}/raw/{}/{}",
         encode_path(&resolved.label),
-        encode_path(&path)
+        path.url()
     );
     let text = String::from_utf8_lossy(&blob.data).into_owned();
     let (text, highlighted) = if blob.binary || text.len() > highlight::MAX_BYTES {
         (text, None)
     } else {
-        let file = path.clone();
+        let file = path.to_string();
         tokio::task::spawn_blocking(move || {
             let highlighted = highlight::highlight(&file, &text);
             (text, highlighted)
@@ -641,11 +654,11 @@ pub async fn blob(
                 span.actions {
                     a #raw href=(raw) { "Raw" }
                     a href={ (raw) "?download=1" } { "Download" }
-                    @if !blob.binary { a #blame href={ "/" (repo) "/blame/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "Blame" } }
-                    a href={ "/" (repo) "/commits/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "History" }
-                    @if context.can_write && resolved.kind == RevKind::Branch {
-                        @if !blob.binary { a #edit href={ "/" (repo) "/edit/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "Edit" } }
-                        a #delete href={ "/" (repo) "/delete/" (encode_path(&resolved.label)) "/" (encode_path(&path)) } { "Delete" }
+                    @if !blob.binary { a #blame href={ "/" (repo) "/blame/" (encode_path(&resolved.label)) "/" (path.url()) } { "Blame" } }
+                    a href={ "/" (repo) "/commits/" (encode_path(&resolved.label)) "/" (path.url()) } { "History" }
+                    @if context.can_write && resolved.kind == RevKind::Branch && path.is_utf8() {
+                        @if !blob.binary { a #edit href={ "/" (repo) "/edit/" (encode_path(&resolved.label)) "/" (path.url()) } { "Edit" } }
+                        a #delete href={ "/" (repo) "/delete/" (encode_path(&resolved.label)) "/" (path.url()) } { "Delete" }
                     }
                 }
             }
@@ -701,6 +714,7 @@ pub async fn raw(
             ),
         ));
     }
+    let path = path.to_string();
     let kind = content_type(&path, blob.binary);
     let download = parts
         .query
@@ -770,17 +784,10 @@ pub async fn commits(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
-    let Some(rest) = decoded(rest) else {
-        return Ok(error_page(
-            StatusCode::NOT_FOUND,
-            &context.viewer,
-            "No such path.",
-        ));
-    };
-    let rest = if rest.is_empty() {
-        vec![context.repo.default_branch.clone()]
+    let rest = if rest.iter().all(|s| s.is_empty()) {
+        vec![segment(&context.repo.default_branch)]
     } else {
-        rest
+        owned(rest)
     };
     let page_number: usize = parts
         .query
@@ -822,7 +829,7 @@ pub async fn commits(
         if path.is_empty() {
             String::new()
         } else {
-            format!("/{}", encode_path(&path))
+            format!("/{}", path.url())
         }
     );
     let body = html! {
