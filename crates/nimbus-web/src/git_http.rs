@@ -319,7 +319,9 @@ pub async fn receive_pack(
         // The home page's listing: have its last commits ready.
         let default_ref = format!("refs/heads/{}", repo.default_branch);
         if updated.contains(&default_ref)
-            && let Some(head) = after.iter().find(|r| r.name.as_bytes() == default_ref.as_bytes())
+            && let Some(head) = after
+                .iter()
+                .find(|r| r.name.as_bytes() == default_ref.as_bytes())
         {
             app.last_commits.warm(&app.git, &repo, head.target, b"");
         }
