@@ -663,6 +663,8 @@ fn init_logging(filter: &str) {
 
 async fn serve(storage: &StorageArgs, args: &ServeArgs) -> Result<()> {
     let backends = open(storage, Some(args)).await?;
+    // Load the highlighting grammars now rather than on the first file view.
+    tokio::task::spawn_blocking(nimbus_web::ui::highlight::warm);
     if let Some(token) =
         nimbus_auth::bootstrap_owner(backends.meta.as_ref(), args.owner_token.as_deref()).await?
     {

@@ -5,9 +5,11 @@
 //! (`nimbus_git::last_commit`), which on a large repository takes far
 //! longer than a page may. So a listing asks [`LastCommitCache::lookup`]:
 //! a cached answer is shown at once; otherwise one background computation
-//! starts (never two for the same key) and the page waits at most
-//! [`WAIT`] for it, then renders without the column (the next view shows
-//! it).
+//! starts (never two for the same key) and the page that started it waits
+//! at most [`WAIT`] for it, then renders without the column (a later view
+//! shows it). Views while it runs do not wait: a long walk (a file
+//! untouched since the first commit of a large history) costs each of
+//! them nothing.
 //!
 //! Keys are (repository, commit id, directory). A commit id names its whole
 //! history, so an answer never goes stale: a push moves a branch to a new
@@ -28,12 +30,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// How long a page waits for a computation it started or found running.
+/// How long the page that starts a computation waits for it.
 pub const WAIT: Duration = Duration::from_millis(50);
 /// The most directory entries held across all cached answers.
 pub const MAX_CACHED_ENTRIES: usize = 500_000;
 
 type Key = (RepoId, ObjectId, Vec<u8>);
+
+/// What [`LastCommitCache::start`] found.
+enum Start {
+    Cached(Arc<LastCommits>),
+    Running,
+    /// Started now; signalled when done.
+    Started(Arc<Notify>),
+}
 
 #[derive(Default)]
 struct State {
@@ -80,8 +90,9 @@ impl LastCommitCache {
     ) -> Option<Arc<LastCommits>> {
         let key: Key = (repo.id, commit, dir.to_vec());
         let notify = match self.start(git, repo, &key) {
-            Ok(found) => return Some(found),
-            Err(notify) => notify,
+            Start::Cached(found) => return Some(found),
+            Start::Running => return None,
+            Start::Started(notify) => notify,
         };
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -106,20 +117,15 @@ impl LastCommitCache {
         let _ = self.start(git, repo, &(repo.id, commit, dir.to_vec()));
     }
 
-    /// The cached answer, or the signal of the computation now running
-    /// for `key` (started here if none was).
-    fn start(
-        self: &Arc<Self>,
-        git: &Arc<GitService>,
-        repo: &Repository,
-        key: &Key,
-    ) -> Result<Arc<LastCommits>, Arc<Notify>> {
+    /// The cached answer, or start computing it unless that is already
+    /// running.
+    fn start(self: &Arc<Self>, git: &Arc<GitService>, repo: &Repository, key: &Key) -> Start {
         let mut state = self.lock();
         if let Some(found) = state.done.as_mut().and_then(|done| done.get(key)) {
-            return Ok(found.clone());
+            return Start::Cached(found.clone());
         }
-        if let Some(notify) = state.running.get(key) {
-            return Err(notify.clone());
+        if state.running.contains_key(key) {
+            return Start::Running;
         }
         let notify = Arc::new(Notify::new());
         state.running.insert(key.clone(), notify.clone());
@@ -129,7 +135,7 @@ impl LastCommitCache {
             repo.clone(),
             key.clone(),
         ));
-        Err(notify)
+        Start::Started(notify)
     }
 
     fn cached(&self, key: &Key) -> Option<Arc<LastCommits>> {
