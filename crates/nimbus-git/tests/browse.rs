@@ -2,17 +2,17 @@
 //! the `git` CLI, and tree listings, revision names, history and diffs are
 //! compared with `git ls-tree`, `git rev-parse`, `git log` and `git diff`.
 
+mod support;
+
 use gix_hash::ObjectId;
 use nimbus_git::browse::{
     self, BrowseError, DiffLimits, EntryKind, FileStatus, LineKind, PathTarget, RevKind,
 };
-use nimbus_git::objects::{ObjectDb, Objects};
-use nimbus_types::{Ref, RefName};
+use nimbus_git::objects::Objects;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
-use std::process::Command;
+use support::Repo;
 
 /// A linear history of 30 commits: files in subdirectories, a symlink, an
 /// executable, a name with spaces and one that is not UTF-8, a binary file,
@@ -109,101 +109,6 @@ GIT_AUTHOR_DATE="$((1700000000 + n * 100)) +0000" GIT_COMMITTER_DATE="$((1700000
 echo after > g; commit after
 git repack -adq
 "#;
-
-struct Repo {
-    _dir: tempfile::TempDir,
-    work: PathBuf,
-    home: PathBuf,
-    db: ObjectDb,
-}
-
-impl Repo {
-    fn new(script: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let work = dir.path().join("work");
-        let home = dir.path().join("home");
-        std::fs::create_dir_all(&home).expect("home");
-        let status = Command::new("git")
-            .args(["init", "-q", "-b", "main"])
-            .arg(&work)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", &home)
-            .status()
-            .expect("git init");
-        assert!(status.success());
-        let status = Command::new("bash")
-            .args(["-c", script])
-            .current_dir(&work)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", &home)
-            .env("GIT_AUTHOR_NAME", "Ann Author")
-            .env("GIT_AUTHOR_EMAIL", "ann@example.com")
-            .env("GIT_COMMITTER_NAME", "Carl Committer")
-            .env("GIT_COMMITTER_EMAIL", "carl@example.com")
-            .status()
-            .expect("run the fixture script");
-        assert!(status.success(), "fixture script failed");
-        let db = ObjectDb::open(&work.join(".git/objects")).expect("open the object database");
-        Repo {
-            _dir: dir,
-            work,
-            home,
-            db,
-        }
-    }
-
-    fn git_bytes<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Vec<u8> {
-        let output = Command::new("git")
-            .args(["-c", "core.quotePath=false"])
-            .args(args)
-            .current_dir(&self.work)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", &self.home)
-            .output()
-            .expect("run git");
-        assert!(
-            output.status.success(),
-            "git failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output.stdout
-    }
-
-    fn git(&self, args: &[&str]) -> String {
-        String::from_utf8(self.git_bytes(args)).expect("utf-8 output")
-    }
-
-    fn id(&self, rev: &str) -> ObjectId {
-        let hex = self.git(&["rev-parse", "--verify", rev]);
-        ObjectId::from_hex(hex.trim().as_bytes()).expect("hex id")
-    }
-
-    fn ids(&self, args: &[&str]) -> Vec<ObjectId> {
-        self.git(args)
-            .lines()
-            .map(|line| ObjectId::from_hex(line.as_bytes()).expect("hex id"))
-            .collect()
-    }
-
-    fn objects(&self) -> Objects {
-        Objects::new(self.db.handle())
-    }
-
-    /// The repository's branches and tags, as the metadata store holds them.
-    fn refs(&self) -> Vec<Ref> {
-        self.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
-            .lines()
-            .map(|line| {
-                let (name, id) = line.split_once(' ').expect("two fields");
-                Ref {
-                    name: RefName::new(name.as_bytes()).expect("valid ref name"),
-                    target: ObjectId::from_hex(id.as_bytes()).expect("hex id"),
-                    peeled: None,
-                }
-            })
-            .collect()
-    }
-}
 
 fn kind_of_mode(mode: &str) -> EntryKind {
     match mode {

@@ -137,6 +137,29 @@ impl Repo {
     pub fn objects(&self) -> Objects {
         Objects::new(self.db.handle())
     }
+
+    /// The ids `git args…` prints, one per line.
+    pub fn ids(&self, args: &[&str]) -> Vec<ObjectId> {
+        self.git(args)
+            .lines()
+            .map(|line| ObjectId::from_hex(line.as_bytes()).expect("hex id"))
+            .collect()
+    }
+
+    /// The repository's branches and tags, as the metadata store holds them.
+    pub fn refs(&self) -> Vec<nimbus_types::Ref> {
+        self.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
+            .lines()
+            .map(|line| {
+                let (name, id) = line.split_once(' ').expect("two fields");
+                nimbus_types::Ref {
+                    name: nimbus_types::RefName::new(name.as_bytes()).expect("valid ref name"),
+                    target: ObjectId::from_hex(id.as_bytes()).expect("hex id"),
+                    peeled: None,
+                }
+            })
+            .collect()
+    }
 }
 
 /// A small deterministic pseudo-random generator (xorshift64*), so
