@@ -306,6 +306,16 @@ pub(super) fn split_rev(
     }))
 }
 
+/// `rest` owned, or the default branch when it names no revision (`/tree`,
+/// `/commits`).
+fn or_default_branch(context: &Context, rest: &[&str]) -> Vec<String> {
+    if rest.iter().all(|s| s.is_empty()) {
+        vec![segment(&context.repo.default_branch)]
+    } else {
+        owned(rest)
+    }
+}
+
 /// The request path's segments after the page name, owned for a blocking
 /// task.
 pub(super) fn owned(rest: &[&str]) -> Vec<String> {
@@ -502,11 +512,7 @@ pub async fn tree(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
-    let rest = if rest.iter().all(|s| s.is_empty()) {
-        vec![segment(&context.repo.default_branch)]
-    } else {
-        owned(rest)
-    };
+    let rest = or_default_branch(&context, rest);
     let found = with_objects(app, &context, move |refs, objects| {
         let Some((resolved, path)) = split_rev(refs, objects, &rest)? else {
             return Ok(None);
@@ -784,11 +790,7 @@ pub async fn commits(
         Ok(context) => context,
         Err(response) => return Ok(response),
     };
-    let rest = if rest.iter().all(|s| s.is_empty()) {
-        vec![segment(&context.repo.default_branch)]
-    } else {
-        owned(rest)
-    };
+    let rest = or_default_branch(&context, rest);
     let page_number: usize = parts
         .query
         .as_deref()
