@@ -1,0 +1,230 @@
+//! The two servers under test: Nimbus on its embedded defaults, and `git http-backend` behind the
+//! tool's own CGI server; and how one operation against either is measured.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::git::Git;
+use crate::process::{self, TreeSampler};
+
+/// The owner token the benchmark's Nimbus runs with.
+const TOKEN: &str = "nimbus_bench_owner_token_0123456789abcdef";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Nimbus,
+    Reference,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Nimbus => "Nimbus",
+            Kind::Reference => "git http-backend",
+        }
+    }
+}
+
+/// What one operation cost one server.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    /// Seconds on the client's clock, from the first command to the last one's exit.
+    pub wall: f64,
+    /// Server CPU seconds (user + system), background work that followed included.
+    pub cpu: f64,
+    /// Server peak resident memory during the operation, in bytes.
+    pub peak_rss: u64,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    pub kind: Kind,
+    child: Child,
+    base: String,
+    /// The reference's project root (its bare repositories).
+    root: PathBuf,
+    ticks_per_second: f64,
+}
+
+fn free_address() -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+fn wait_until_listening(child: &mut Child, address: &str, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(address).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited at start: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on {address} within a minute")
+}
+
+impl Server {
+    /// Starts `nimbus serve` on a fresh data directory under `work`.
+    pub fn nimbus(binary: &Path, work: &Path) -> Result<Server> {
+        let data = work.join("nimbus-data");
+        std::fs::create_dir_all(&data)?;
+        let address = free_address()?;
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .env("NIMBUS_DATA_DIR", &data)
+            .env("NIMBUS_OWNER_TOKEN", TOKEN)
+            .env("NIMBUS_LISTEN", &address)
+            .env("NIMBUS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        wait_until_listening(&mut child, &address, "nimbus serve")?;
+        Ok(Server {
+            kind: Kind::Nimbus,
+            child,
+            base: format!("http://bench:{TOKEN}@{address}"),
+            root: data,
+            ticks_per_second: process::ticks_per_second() as f64,
+        })
+    }
+
+    /// Starts this tool's CGI server (`nimbus-bench cgi-server`) on a fresh project root under `work`.
+    pub fn reference(work: &Path) -> Result<Server> {
+        let root = work.join("reference");
+        std::fs::create_dir_all(&root)?;
+        let address = free_address()?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["cgi-server", "--listen", &address, "--root"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the CGI server")?;
+        wait_until_listening(&mut child, &address, "the CGI server")?;
+        Ok(Server {
+            kind: Kind::Reference,
+            child,
+            base: format!("http://{address}"),
+            root,
+            ticks_per_second: process::ticks_per_second() as f64,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The clone URL of repository `name`, with credentials.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}.git", self.base)
+    }
+
+    /// Creates an empty repository whose default branch is `main`.
+    pub fn create_repository(&self, git: &Git, name: &str) -> Result<()> {
+        match self.kind {
+            Kind::Nimbus => {
+                let (credentials, host) = self.credentials_and_host();
+                let body = serde_json::json!({ "name": name, "default_branch": "main" });
+                ureq::post(format!("http://{host}/api/v1/repos"))
+                    .header("Authorization", format!("Bearer {credentials}"))
+                    .send_json(&body)
+                    .with_context(|| format!("creating {name} on Nimbus"))?;
+            }
+            Kind::Reference => {
+                let path = self.root.join(format!("{name}.git"));
+                git.run(
+                    None,
+                    ["init", "-q", "--bare", "-b", "main"],
+                    [path.as_os_str()],
+                )?;
+                // What a server admin sets for partial clones and fetches by commit id (Gitea does
+                // the same); `git gc --auto` off so no pause lands in the middle of a measurement.
+                for (key, value) in [
+                    ("uploadpack.allowFilter", "true"),
+                    ("uploadpack.allowAnySHA1InWant", "true"),
+                    ("receive.autogc", "false"),
+                ] {
+                    git.run(Some(&path), ["config", key, value], [])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a repository made by `create_repository`.
+    pub fn delete_repository(&self, name: &str) -> Result<()> {
+        match self.kind {
+            Kind::Nimbus => {
+                let (credentials, host) = self.credentials_and_host();
+                ureq::delete(format!("http://{host}/api/v1/repos/{name}"))
+                    .header("Authorization", format!("Bearer {credentials}"))
+                    .call()
+                    .with_context(|| format!("deleting {name} on Nimbus"))?;
+            }
+            Kind::Reference => {
+                std::fs::remove_dir_all(self.root.join(format!("{name}.git")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Maintenance after the repository's first push, as each server's operator would have it:
+    /// `git gc` for the reference (one pack, reachability bitmaps and a commit-graph, since bare
+    /// repositories write bitmaps by default); nothing for Nimbus, which keeps what the push left.
+    pub fn after_initial_push(&self, git: &Git, name: &str) -> Result<()> {
+        if self.kind == Kind::Reference {
+            let path = self.root.join(format!("{name}.git"));
+            git.run(Some(&path), ["gc", "-q"], [])?;
+        }
+        Ok(())
+    }
+
+    fn credentials_and_host(&self) -> (&str, &str) {
+        let rest = self.base.trim_start_matches("http://");
+        let (user_info, host) = rest.split_once('@').unwrap_or(("", rest));
+        let token = user_info.split_once(':').map_or("", |(_, token)| token);
+        (token, host)
+    }
+
+    /// Runs `operation` against this server and measures it.
+    pub fn measure(&self, operation: impl FnOnce() -> Result<()>) -> Result<Sample> {
+        let pid = self.pid();
+        let before = process::settled_cpu_ticks(pid)?;
+        let sampler = match self.kind {
+            Kind::Nimbus => {
+                process::reset_peak_rss(pid)?;
+                None
+            }
+            Kind::Reference => Some(TreeSampler::start(pid)),
+        };
+        let start = Instant::now();
+        let result = operation();
+        let wall = start.elapsed().as_secs_f64();
+        let after = process::settled_cpu_ticks(pid)?;
+        let peak_rss = match sampler {
+            Some(sampler) => sampler.finish(),
+            None => process::peak_rss(pid)?,
+        };
+        result?;
+        Ok(Sample {
+            wall,
+            cpu: after.saturating_sub(before) as f64 / self.ticks_per_second,
+            peak_rss,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
