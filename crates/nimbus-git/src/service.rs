@@ -11,7 +11,7 @@ use crate::receive_pack::details::push_details;
 use crate::receive_pack::ingest::{self, IngestLimits, ReceivedPack};
 use crate::receive_pack::report::{check_commands, reject_all, write_report};
 use crate::receive_pack::request::{CommandError, read_request};
-use crate::upload_pack::{self, RepoView};
+use crate::upload_pack::{self, ClonePackCache, RepoView};
 use bstr::BString;
 use bytes::Bytes;
 use nimbus_store::{PackCache, PackCacheError};
@@ -69,6 +69,9 @@ pub struct GitServiceConfig {
     /// Where received packs are staged before upload.
     pub staging_dir: PathBuf,
     pub ingest_limits: IngestLimits,
+    /// Packs generated for clones, served again to identical requests (`None`: every pack is
+    /// generated).
+    pub clone_packs: Option<Arc<ClonePackCache>>,
 }
 
 /// A repository as one request sees it.
@@ -259,6 +262,8 @@ impl GitService {
         let snapshot = self.snapshot(repo).await?;
         let (sender, receiver) = mpsc::channel(RESPONSE_CHANNEL_CHUNKS);
         let repo_name = repo.name.to_string();
+        let repo_id = repo.id.0;
+        let clone_packs = self.config.clone_packs.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = ChannelWriter {
                 sender: sender.clone(),
@@ -268,6 +273,8 @@ impl GitService {
                 db: &snapshot.db,
                 refs: &snapshot.refs,
                 head: &snapshot.head,
+                repo_id,
+                clone_packs: clone_packs.as_deref(),
             };
             let result = if version == ProtocolVersion::V2 {
                 upload_pack::serve_v2(&view, &body, &mut out)
@@ -288,6 +295,7 @@ impl GitService {
                             copied = pack.copied_from_pack,
                             thin_deltas = pack.thin_deltas,
                             recompressed = pack.recompressed,
+                            from_cache = pack.from_cache,
                             "sent pack"
                         );
                     }

@@ -354,6 +354,7 @@ async fn service(dir: &Path) -> (GitService, Arc<SqliteMetadata>) {
         GitServiceConfig {
             staging_dir: dir.join("tmp"),
             ingest_limits: IngestLimits::default(),
+            clone_packs: None,
         },
     );
     (service, meta)

@@ -8,7 +8,7 @@ use gix_hash::ObjectId;
 use nimbus_git::advertise::Head;
 use nimbus_git::objects::ObjectDb;
 use nimbus_git::pktline::{Packet, decode, write_delim, write_flush, write_line};
-use nimbus_git::upload_pack::{RepoView, serve_v0, serve_v2};
+use nimbus_git::upload_pack::{ClonePackCache, RepoView, serve_v0, serve_v2};
 use nimbus_types::{Ref, RefName};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,18 +57,26 @@ impl Fixture {
     }
 
     fn ours(&self, version: u8, body: &[u8]) -> Vec<u8> {
+        self.served(version, body, None).0
+    }
+
+    /// The engine's response, and whether its pack came from `cache`.
+    fn served(&self, version: u8, body: &[u8], cache: Option<&ClonePackCache>) -> (Vec<u8>, bool) {
         let view = RepoView {
             db: &self.db,
             refs: &self.refs,
             head: &self.head,
+            repo_id: 1,
+            clone_packs: cache,
         };
         let mut out = Vec::new();
-        if version == 2 {
-            serve_v2(&view, body, &mut out).expect("write to a vec");
+        let summary = if version == 2 {
+            serve_v2(&view, body, &mut out).expect("write to a vec")
         } else {
-            serve_v0(&view, body, &mut out).expect("write to a vec");
-        }
-        out
+            serve_v0(&view, body, &mut out).expect("write to a vec")
+        };
+        let from_cache = summary.pack.is_some_and(|pack| pack.from_cache);
+        (out, from_cache)
     }
 
     fn gits(&self, version: u8, body: &[u8]) -> Vec<u8> {
@@ -262,4 +270,183 @@ fn v0_shallow_requests_match_git() {
         let full = request(&[want.clone(), deepen.into(), "0000".into(), "done".into()]);
         same_as_git(&f, 0, &full);
     }
+}
+
+/// The `.pack` files in a cache directory.
+fn cached_packs(directory: &Path) -> Vec<PathBuf> {
+    let mut packs: Vec<PathBuf> = std::fs::read_dir(directory)
+        .expect("cache directory")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "pack"))
+        .collect();
+    packs.sort();
+    packs
+}
+
+/// The pack bytes of a v2 response (side-band 1 data after `packfile`), checked by `git index-pack`.
+fn v2_pack(fixture: &Fixture, response: &[u8]) -> Vec<u8> {
+    let mut rest = response;
+    let mut pack = Vec::new();
+    let mut in_pack = false;
+    while let Ok(Some((packet, used))) = decode(rest) {
+        if let Packet::Data(data) = packet {
+            if in_pack && data.first() == Some(&1) {
+                pack.extend_from_slice(&data[1..]);
+            } else if data.trim_end() == b"packfile" {
+                in_pack = true;
+            }
+        }
+        rest = &rest[used..];
+    }
+    let directory = tempfile::tempdir().expect("tempdir");
+    let status = Command::new("git")
+        .args(["init", "-q", "--bare"])
+        .arg(directory.path())
+        .status()
+        .expect("git init");
+    assert!(status.success());
+    let mut child = Command::new("git")
+        .args(["index-pack", "--stdin", "--fix-thin"])
+        .current_dir(directory.path())
+        .env("HOME", fixture.repo.parent().expect("parent"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("git index-pack");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&pack)
+        .expect("write the pack");
+    assert!(
+        child.wait().expect("index-pack").success(),
+        "git index-pack refused the pack"
+    );
+    pack
+}
+
+#[test]
+fn clone_packs_are_kept_and_served_again_byte_for_byte() {
+    let f = Fixture::new();
+    let directory = tempfile::tempdir().expect("tempdir");
+    let cache = ClonePackCache::new(directory.path().to_owned(), 64 << 20).expect("cache");
+    let clone = v2_fetch(&[
+        format!("want {}", f.id("main")),
+        format!("want {}", f.id("topic")),
+        "ofs-delta".into(),
+        "include-tag".into(),
+        "done".into(),
+    ]);
+    let (first, first_cached) = f.served(2, &clone, Some(&cache));
+    assert!(!first_cached, "nothing was cached yet");
+    assert_eq!(
+        cached_packs(directory.path()).len(),
+        1,
+        "the clone's pack is kept"
+    );
+    let (second, second_cached) = f.served(2, &clone, Some(&cache));
+    assert!(second_cached, "the same request is served from the cache");
+    assert_eq!(first, second, "byte for byte the generated response");
+    assert_eq!(first, f.ours(2, &clone), "and the response without a cache");
+    let pack = v2_pack(&f, &second);
+    assert_eq!(
+        std::fs::read(&cached_packs(directory.path())[0]).expect("cached pack"),
+        pack
+    );
+
+    // The same wants in another order and repeated: the same entry.
+    let reordered = v2_fetch(&[
+        format!("want {}", f.id("topic")),
+        format!("want {}", f.id("main")),
+        format!("want {}", f.id("topic")),
+        "ofs-delta".into(),
+        "include-tag".into(),
+        "done".into(),
+    ]);
+    assert!(f.served(2, &reordered, Some(&cache)).1);
+
+    // v0 with side-band-64k: its own framing around the same cached pack.
+    let v0 = request(&[
+        format!("want {} side-band-64k ofs-delta include-tag", f.id("main")),
+        format!("want {}", f.id("topic")),
+        "0000".into(),
+        "done".into(),
+    ]);
+    let (v0_first, _) = f.served(0, &v0, Some(&cache));
+    let (v0_again, v0_cached) = f.served(0, &v0, Some(&cache));
+    assert!(v0_cached);
+    assert_eq!(v0_first, v0_again);
+    assert_eq!(v0_first, f.ours(0, &v0));
+}
+
+#[test]
+fn packs_that_depend_on_the_client_are_not_cached() {
+    let f = Fixture::new();
+    let directory = tempfile::tempdir().expect("tempdir");
+    let cache = ClonePackCache::new(directory.path().to_owned(), 64 << 20).expect("cache");
+    let want = format!("want {}", f.id("topic"));
+    // A fetch with a have in common: its pack depends on what the client has.
+    let fetch = v2_fetch(&[
+        want.clone(),
+        format!("have {}", f.id("main~2")),
+        "done".into(),
+    ]);
+    assert!(!f.served(2, &fetch, Some(&cache)).1);
+    assert!(!f.served(2, &fetch, Some(&cache)).1);
+    // Deepening from existing shallow boundaries.
+    let deepen = v2_fetch(&[
+        want.clone(),
+        format!("shallow {}", f.id("topic~1")),
+        "deepen 1".into(),
+        "deepen-relative".into(),
+        "done".into(),
+    ]);
+    assert!(!f.served(2, &deepen, Some(&cache)).1);
+    assert!(!f.served(2, &deepen, Some(&cache)).1);
+    assert!(cached_packs(directory.path()).is_empty());
+
+    // A shallow clone is cached, per depth; and still answers exactly like git.
+    for depth in [1, 2] {
+        let shallow = v2_fetch(&[want.clone(), format!("deepen {depth}"), "done".into()]);
+        assert!(!f.served(2, &shallow, Some(&cache)).1);
+        let (again, cached) = f.served(2, &shallow, Some(&cache));
+        assert!(cached);
+        assert_eq!(again, f.ours(2, &shallow));
+        same_as_git(&f, 2, &shallow);
+    }
+    assert_eq!(cached_packs(directory.path()).len(), 2);
+}
+
+#[test]
+fn the_cache_stays_within_its_bound() {
+    let f = Fixture::new();
+    let directory = tempfile::tempdir().expect("tempdir");
+    let one = {
+        let probe = tempfile::tempdir().expect("tempdir");
+        let cache = ClonePackCache::new(probe.path().to_owned(), 64 << 20).expect("cache");
+        f.served(
+            2,
+            &v2_fetch(&[format!("want {}", f.id("main")), "done".into()]),
+            Some(&cache),
+        );
+        std::fs::metadata(&cached_packs(probe.path())[0])
+            .expect("pack")
+            .len()
+    };
+    // Room for about two packs the size of main's.
+    let bound = one * 5 / 2;
+    let cache = ClonePackCache::new(directory.path().to_owned(), bound).expect("cache");
+    for spec in ["main", "main~1", "main~2", "topic", "main~3"] {
+        let clone = v2_fetch(&[format!("want {}", f.id(spec)), "done".into()]);
+        f.served(2, &clone, Some(&cache));
+        let total: u64 = cached_packs(directory.path())
+            .iter()
+            .map(|path| std::fs::metadata(path).expect("pack").len())
+            .sum();
+        assert!(total <= bound, "{total} bytes cached, bound {bound}");
+    }
+    // The most recent one is still there.
+    let last = v2_fetch(&[format!("want {}", f.id("main~3")), "done".into()]);
+    assert!(f.served(2, &last, Some(&cache)).1);
 }

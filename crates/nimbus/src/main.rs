@@ -14,6 +14,7 @@ use nimbus_auth::session::{SessionKeys, Sessions};
 use nimbus_git::maintenance::{Maintainer, MaintenanceConfig, MaintenanceKind};
 use nimbus_git::receive_pack::ingest::IngestLimits;
 use nimbus_git::service::{GitService, GitServiceConfig};
+use nimbus_git::upload_pack::ClonePackCache;
 use nimbus_store::{LocalObjectStore, PackCache, PgMetadata, SqliteMetadata};
 use nimbus_types::identity::{AuditQuery, NewInvitation};
 use nimbus_types::metadata::MetadataStore;
@@ -72,6 +73,17 @@ struct StorageArgs {
     /// object store take no space and are not counted.
     #[arg(long, env = "NIMBUS_CACHE_MIB", default_value_t = 2048, global = true)]
     cache_mib: u64,
+    /// Disk space for packs generated for clones (requests without haves),
+    /// in MiB: an identical clone (same commits, depth and filter) is then
+    /// streamed from disk instead of generated again. Least recently used
+    /// packs go first; `0` turns the cache off.
+    #[arg(
+        long,
+        env = "NIMBUS_CLONE_CACHE_MIB",
+        default_value_t = 1024,
+        global = true
+    )]
+    clone_cache_mib: u64,
     /// Log filter, e.g. `info` or `nimbus_git=debug` (RUST_LOG syntax).
     #[arg(long, env = "NIMBUS_LOG", default_value = "info", global = true)]
     log: String,
@@ -524,6 +536,20 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
         storage.cache_mib.saturating_mul(1 << 20),
     )
     .with_context(|| format!("cannot open the pack cache in {}", cache_dir.display()))?;
+    let clone_packs = match storage.clone_cache_mib {
+        0 => None,
+        mib => {
+            let directory = data.join("clone-packs");
+            let cache = ClonePackCache::new(directory.clone(), mib.saturating_mul(1 << 20))
+                .with_context(|| {
+                    format!(
+                        "cannot open the clone pack cache in {}",
+                        directory.display()
+                    )
+                })?;
+            Some(Arc::new(cache))
+        }
+    };
     let max_pack_bytes = serve
         .map(|s| s.max_pack_mib)
         .unwrap_or(4096)
@@ -538,6 +564,7 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
                 max_pack_bytes,
                 ..IngestLimits::default()
             },
+            clone_packs,
         },
     ));
     let access = Arc::new(nimbus_auth::AccountAccess::new(
@@ -661,6 +688,22 @@ fn init_logging(filter: &str) {
         .init();
 }
 
+/// The listening socket. TCP_NODELAY is set on it so that every accepted
+/// connection inherits it (Linux copies the option): git's exchanges are
+/// request, small response, request, and without it each small response
+/// can wait for the client's delayed acknowledgement (40 ms).
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
 async fn serve(storage: &StorageArgs, args: &ServeArgs) -> Result<()> {
     let backends = open(storage, Some(args)).await?;
     // Load the highlighting grammars now rather than on the first file view.
@@ -683,9 +726,8 @@ async fn serve(storage: &StorageArgs, args: &ServeArgs) -> Result<()> {
     if let Some(dispatcher) = &backends.app.webhooks {
         dispatcher.spawn();
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener =
+        listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     println!("nimbus: listening on http://{address}");
     tracing::info!(%address, data_dir = %storage.data_dir.display(), "serving");

@@ -1,8 +1,10 @@
 //! upload-pack: serving clones and fetches, protocol v0/v1 and v2.
 
+pub mod cache;
 pub mod pack;
 pub mod plan;
 pub mod request;
 pub mod serve;
 
+pub use cache::ClonePackCache;
 pub use serve::{RepoView, Summary, serve_v0, serve_v2};

@@ -21,6 +21,8 @@ pub enum PackError {
     Generate(#[source] gix_error::Error),
     #[error("object {id} could not be found while generating the pack")]
     Missing { id: ObjectId },
+    #[error("the pack could not be written")]
+    Write(#[source] std::io::Error),
 }
 
 /// Figures about a written pack.
@@ -31,6 +33,8 @@ pub struct PackStats {
     pub recompressed: usize,
     pub thin_deltas: usize,
     pub checksum: Option<ObjectId>,
+    /// Streamed from the clone pack cache rather than generated.
+    pub from_cache: bool,
 }
 
 /// Stop filling a chunk of entries once it holds this many compressed bytes.
@@ -247,7 +251,8 @@ pub fn write_pack(
         }
     }
     let checksum = writer.digest();
-    drop(writer);
+    // Flush explicitly: dropping the buffer would swallow a failure to write its last bytes.
+    writer.into_write().flush().map_err(PackError::Write)?;
     let mut stats = entries.stats;
     stats.checksum = checksum;
     Ok(stats)

@@ -3,6 +3,7 @@
 //! v2. Client mistakes are answered in-band (`ERR` lines or side-band error
 //! messages); only I/O failures of the response sink are returned.
 
+use super::cache::{ClonePackCache, Tee};
 use super::pack::{PackStats, write_pack};
 use super::plan::{self, Negotiation, PlanError, ShallowPlan};
 use super::request::{self, FetchRequest, MultiAck, RequestError, SideBand};
@@ -21,6 +22,10 @@ pub struct RepoView<'a> {
     pub db: &'a ObjectDb,
     pub refs: &'a [Ref],
     pub head: &'a Head,
+    /// The repository's id: the scope of its entries in `clone_packs`.
+    pub repo_id: i64,
+    /// Where packs for requests without haves are kept and served again.
+    pub clone_packs: Option<&'a ClonePackCache>,
 }
 
 /// A failure to serve, before any pack data was sent.
@@ -101,9 +106,27 @@ fn send_pack(
     request: &FetchRequest,
     common: &[ObjectId],
     shallow: &ShallowPlan,
-    refs: &[Ref],
+    view: &RepoView<'_>,
 ) -> Result<PackStats, ServeError> {
-    let plan = match plan::plan_pack(objects, request, common, shallow, refs) {
+    let cache = view.clone_packs.and_then(|cache| {
+        ClonePackCache::key(view.repo_id, request, common, view.refs).map(|key| (cache, key))
+    });
+    if let Some((cache, key)) = &cache
+        && let Some((file, count)) = cache.open(key)
+    {
+        progress(
+            out,
+            request,
+            &format!("Enumerating objects: {count}, done.\n"),
+        )?;
+        send_cached(out, request, file)?;
+        return Ok(PackStats {
+            objects: count as usize,
+            from_cache: true,
+            ..PackStats::default()
+        });
+    }
+    let plan = match plan::plan_pack(objects, request, common, shallow, view.refs) {
         Ok(plan) => plan,
         Err(err) => {
             // The client already expects pack data: report on band 3.
@@ -119,22 +142,31 @@ fn send_pack(
         request,
         &format!("Enumerating objects: {}, done.\n", plan.objects.len()),
     )?;
-    let result = match request.side_band {
-        SideBand::None => write_pack(&objects.handle, &plan, request.thin_pack, &mut *out),
-        band => {
-            let max = if band == SideBand::Small {
-                SMALL_SIDEBAND_DATA_LEN
-            } else {
-                MAX_SIDEBAND_DATA_LEN
+    let mut fill = cache.as_ref().and_then(|(cache, key)| cache.fill(key));
+    let result = match sideband_max(request) {
+        None => {
+            let tee = Tee {
+                out: &mut *out,
+                fill: &mut fill,
             };
+            write_pack(&objects.handle, &plan, request.thin_pack, tee)
+        }
+        Some(max) => {
             let mut sideband = SidebandWriter::with_max(&mut *out, Band::Data, max);
-            let result = write_pack(&objects.handle, &plan, request.thin_pack, &mut sideband);
+            let tee = Tee {
+                out: &mut sideband,
+                fill: &mut fill,
+            };
+            let result = write_pack(&objects.handle, &plan, request.thin_pack, tee);
             sideband.finish()?;
             result
         }
     };
     match result {
         Ok(stats) => {
+            if let Some(fill) = fill {
+                fill.commit(stats.checksum);
+            }
             if request.side_band != SideBand::None {
                 write_flush(out)?;
             }
@@ -149,6 +181,35 @@ fn send_pack(
             Err(ServeError::Io(io::Error::other(err)))
         }
     }
+}
+
+/// The largest side-band packet the client takes, or `None` without side-band.
+fn sideband_max(request: &FetchRequest) -> Option<usize> {
+    match request.side_band {
+        SideBand::None => None,
+        SideBand::Small => Some(SMALL_SIDEBAND_DATA_LEN),
+        SideBand::Large => Some(MAX_SIDEBAND_DATA_LEN),
+    }
+}
+
+/// Streams a cached pack as the client asked for it (side-band or not).
+fn send_cached(
+    out: &mut impl Write,
+    request: &FetchRequest,
+    mut file: std::fs::File,
+) -> io::Result<()> {
+    match sideband_max(request) {
+        None => {
+            io::copy(&mut file, out)?;
+        }
+        Some(max) => {
+            let mut sideband = SidebandWriter::with_max(&mut *out, Band::Data, max);
+            io::copy(&mut file, &mut sideband)?;
+            sideband.finish()?;
+            write_flush(out)?;
+        }
+    }
+    Ok(())
 }
 
 fn client_error(
@@ -284,7 +345,7 @@ fn serve_v0_inner(
         &request,
         &common,
         &shallow,
-        view.refs,
+        view,
     )?);
     Ok(summary)
 }
@@ -386,7 +447,7 @@ fn fetch_v2(
         request,
         &common,
         &shallow,
-        view.refs,
+        view,
     )?);
     Ok(summary)
 }
