@@ -38,6 +38,7 @@ pub struct Setup<'a> {
 /// One row of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
+    ColdClone,
     FullClone,
     ShallowClone,
     PartialClone,
@@ -52,7 +53,8 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
+        Operation::ColdClone,
         Operation::FullClone,
         Operation::ShallowClone,
         Operation::PartialClone,
@@ -68,7 +70,8 @@ impl Operation {
 
     pub fn label(self) -> &'static str {
         match self {
-            Operation::FullClone => "full clone",
+            Operation::ColdClone => "full clone, clone pack cache empty",
+            Operation::FullClone => "full clone, clone pack cache warm",
             Operation::ShallowClone => "shallow clone (--depth 1)",
             Operation::PartialClone => "partial clone (blob:none)",
             Operation::Fetch1 => "fetch after 1 new commit",
@@ -85,6 +88,7 @@ impl Operation {
     /// A short name for `--only`.
     pub fn key(self) -> &'static str {
         match self {
+            Operation::ColdClone => "cold-clone",
             Operation::FullClone => "clone",
             Operation::ShallowClone => "shallow",
             Operation::PartialClone => "partial",
@@ -106,15 +110,30 @@ impl Operation {
         let git = context.git;
         let url = server.url(REPOSITORY);
         let sample = match self {
-            Operation::FullClone | Operation::ShallowClone | Operation::PartialClone => {
+            Operation::ColdClone
+            | Operation::FullClone
+            | Operation::ShallowClone
+            | Operation::PartialClone => {
                 let destination = scratch.join("clone.git");
                 let extra: &[&str] = match self {
                     Operation::ShallowClone => &["--depth", "1"],
                     Operation::PartialClone => &["--filter=blob:none"],
                     _ => &[],
                 };
+                if self == Operation::ColdClone {
+                    server.empty_clone_cache()?;
+                } else {
+                    // Every row but the cold one measures the steady state: the same clone once
+                    // before, unmeasured, on both servers alike.
+                    clone(git, &url, extra, &destination)?;
+                    reset(scratch)?;
+                }
                 let sample = server.measure(|| clone(git, &url, extra, &destination))?;
-                check_clone(context, &destination, self == Operation::FullClone)?;
+                check_clone(
+                    context,
+                    &destination,
+                    matches!(self, Operation::ColdClone | Operation::FullClone),
+                )?;
                 sample
             }
             Operation::ConcurrentClones => {

@@ -149,7 +149,7 @@ impl ScaleReport {
 
     /// The memory bound lines: Nimbus's peak RSS serving a full clone and receiving the initial push.
     pub fn memory_bounds(&self) -> Vec<String> {
-        [Operation::FullClone, Operation::InitialPush]
+        [Operation::ColdClone, Operation::InitialPush]
             .into_iter()
             .filter_map(|operation| {
                 let row = self.rows.iter().find(|row| row.operation == operation)?;

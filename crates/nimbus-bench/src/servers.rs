@@ -187,6 +187,26 @@ impl Server {
         Ok(())
     }
 
+    /// Empties Nimbus's cache of generated clone packs (its data directory's `clone-packs`); the
+    /// reference has no such cache.
+    pub fn empty_clone_cache(&self) -> Result<()> {
+        if self.kind == Kind::Nimbus {
+            let directory = self.root.join("clone-packs");
+            for entry in std::fs::read_dir(&directory)
+                .with_context(|| format!("reading {}", directory.display()))?
+            {
+                let path = entry?.path();
+                if path
+                    .extension()
+                    .is_some_and(|extension| extension == "pack")
+                {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn credentials_and_host(&self) -> (&str, &str) {
         let rest = self.base.trim_start_matches("http://");
         let (user_info, host) = rest.split_once('@').unwrap_or(("", rest));

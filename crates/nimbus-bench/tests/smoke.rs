@@ -49,7 +49,8 @@ fn every_operation_runs_once_on_the_small_scale() {
         "{report}"
     );
     for operation in [
-        "full clone",
+        "full clone, clone pack cache empty",
+        "full clone, clone pack cache warm",
         "shallow clone (--depth 1)",
         "partial clone (blob:none)",
         "fetch after 1 new commit",
@@ -83,7 +84,9 @@ fn every_operation_runs_once_on_the_small_scale() {
         }
     }
     assert!(
-        report.contains("Memory bound: Nimbus's peak RSS during \"full clone\""),
+        report.contains(
+            "Memory bound: Nimbus's peak RSS during \"full clone, clone pack cache empty\""
+        ),
         "{report}"
     );
     assert!(report.contains("Machine: "), "{report}");
