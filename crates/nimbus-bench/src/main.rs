@@ -216,13 +216,14 @@ fn run_scale(
                     format!("{} against {}", operation.label(), server.kind.label())
                 })?;
                 eprintln!(
-                    "nimbus-bench: {} {} run {}: {:.3} s wall, {:.2} s CPU, {} MiB",
+                    "nimbus-bench: {} {} run {}: {:.3} s wall, {:.2} s CPU, {} MiB ({} MiB anonymous)",
                     scale.name,
                     operation.key(),
                     run + 1,
                     sample.wall,
                     sample.cpu,
-                    sample.peak_rss / (1024 * 1024)
+                    sample.peak_rss / (1024 * 1024),
+                    sample.peak_anon / (1024 * 1024)
                 );
                 match server.kind {
                     servers::Kind::Nimbus => row.nimbus.push(sample),

@@ -9,7 +9,8 @@
 //! operation through `/proc/PID/clear_refs`. For the reference, sampled every 2 ms: the sum of the
 //! resident memory of the server's descendant processes (the git processes; the CGI server itself is not
 //! counted, as a real web server would not be). Sampling can miss a spike shorter than 2 ms, so the
-//! reference's figure is, if anything, low.
+//! reference's figure is, if anything, low. Resident memory includes pages of memory-mapped pack files
+//! (page cache the kernel can take back), so the anonymous part (heap) is sampled too, for both.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -108,10 +109,25 @@ fn page_size() -> u64 {
         .unwrap_or(4096)
 }
 
-/// The resident memory of every descendant of `root` (not `root` itself), in bytes.
-fn descendants_rss(root: u32, page: u64) -> u64 {
+/// Resident and anonymous memory of one process (from `/proc/PID/statm`), in pages.
+fn resident_pages(pid: u32) -> Option<(u64, u64)> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let mut fields = statm.split_whitespace().skip(1);
+    let resident: u64 = fields.next()?.parse().ok()?;
+    let shared: u64 = fields.next()?.parse().ok()?;
+    Some((resident, resident.saturating_sub(shared)))
+}
+
+/// The resident and anonymous memory of every descendant of `root` (and of `root` itself with
+/// `include_root`), in bytes.
+fn tree_rss(root: u32, include_root: bool, page: u64) -> (u64, u64) {
+    let own = if include_root {
+        resident_pages(root).unwrap_or_default()
+    } else {
+        (0, 0)
+    };
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return (own.0 * page, own.1 * page);
     };
     let mut parent_of = HashMap::new();
     for entry in entries.flatten() {
@@ -138,51 +154,59 @@ fn descendants_rss(root: u32, page: u64) -> u64 {
         }
         false
     };
-    parent_of
+    let (resident, anonymous) = parent_of
         .keys()
         .filter(|&&pid| is_descendant(pid))
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/statm")).ok())
-        .filter_map(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * page)
-        .sum()
+        .filter_map(|&pid| resident_pages(pid))
+        .fold(own, |(r, a), (resident, anonymous)| {
+            (r + resident, a + anonymous)
+        });
+    (resident * page, anonymous * page)
 }
 
-/// Samples the summed resident memory of a process's descendants until stopped; keeps the maximum.
+/// Samples the summed resident and anonymous memory of a process tree until stopped; keeps the
+/// maxima.
 #[derive(Debug)]
 pub struct TreeSampler {
     stop: Arc<AtomicBool>,
-    peak: Arc<AtomicU64>,
+    peaks: Arc<(AtomicU64, AtomicU64)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl TreeSampler {
-    pub fn start(root: u32) -> TreeSampler {
+    /// Samples `root`'s descendants, and `root` itself with `include_root`.
+    pub fn start(root: u32, include_root: bool) -> TreeSampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
+        let peaks = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let thread = {
-            let (stop, peak) = (stop.clone(), peak.clone());
+            let (stop, peaks) = (stop.clone(), peaks.clone());
             std::thread::spawn(move || {
                 let page = page_size();
                 while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(descendants_rss(root, page), Ordering::Relaxed);
+                    let (resident, anonymous) = tree_rss(root, include_root, page);
+                    peaks.0.fetch_max(resident, Ordering::Relaxed);
+                    peaks.1.fetch_max(anonymous, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(2));
                 }
             })
         };
         TreeSampler {
             stop,
-            peak,
+            peaks,
             thread: Some(thread),
         }
     }
 
-    /// Stops sampling; the largest sum seen, in bytes.
-    pub fn finish(mut self) -> u64 {
+    /// Stops sampling; the largest resident and anonymous sums seen, in bytes.
+    pub fn finish(mut self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        self.peak.load(Ordering::Relaxed)
+        (
+            self.peaks.0.load(Ordering::Relaxed),
+            self.peaks.1.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -205,11 +229,16 @@ mod tests {
     #[test]
     fn the_sampler_sees_a_child_process() {
         let mut child = Command::new("sleep").arg("2").spawn().expect("sleep");
-        let sampler = TreeSampler::start(std::process::id());
+        let sampler = TreeSampler::start(std::process::id(), false);
         std::thread::sleep(Duration::from_millis(200));
-        let peak = sampler.finish();
+        let (resident, anonymous) = sampler.finish();
         let _ = child.kill();
         let _ = child.wait();
-        assert!(peak > 0, "a running child has resident memory");
+        assert!(resident > 0, "a running child has resident memory");
+        assert!(anonymous <= resident);
+        let own = TreeSampler::start(std::process::id(), true);
+        std::thread::sleep(Duration::from_millis(50));
+        let (resident, anonymous) = own.finish();
+        assert!(anonymous > 0 && anonymous <= resident);
     }
 }

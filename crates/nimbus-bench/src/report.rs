@@ -71,6 +71,10 @@ impl Row {
     fn peak(samples: &[Sample]) -> u64 {
         samples.iter().map(|s| s.peak_rss).max().unwrap_or(0)
     }
+
+    fn peak_anon(samples: &[Sample]) -> u64 {
+        samples.iter().map(|s| s.peak_anon).max().unwrap_or(0)
+    }
 }
 
 impl ScaleReport {
@@ -100,8 +104,8 @@ impl ScaleReport {
             self.runs
         );
         out.push_str(
-            "| operation | wall s: Nimbus / git | wall ratio | CPU s: Nimbus / git | CPU ratio | peak RSS MiB: Nimbus / git |\n\
-             | --- | ---: | ---: | ---: | ---: | ---: |\n",
+            "| operation | wall s: Nimbus / git | wall ratio | CPU s: Nimbus / git | CPU ratio | peak RSS MiB: Nimbus / git | of it anonymous |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for row in &self.rows {
             let wall = |samples: &[Sample]| median(samples.iter().map(|s| s.wall).collect());
@@ -114,13 +118,15 @@ impl ScaleReport {
             };
             let _ = writeln!(
                 out,
-                "| {label} | {:.3} / {:.3} | {wall_min:.2} / **{wall_median:.2}** / {wall_max:.2} | {:.2} / {:.2} | {cpu_min:.2} / **{cpu_median:.2}** / {cpu_max:.2} | {:.0} / {:.0} |",
+                "| {label} | {:.3} / {:.3} | {wall_min:.2} / **{wall_median:.2}** / {wall_max:.2} | {:.2} / {:.2} | {cpu_min:.2} / **{cpu_median:.2}** / {cpu_max:.2} | {:.0} / {:.0} | {:.0} / {:.0} |",
                 wall(&row.nimbus),
                 wall(&row.reference),
                 cpu(&row.nimbus),
                 cpu(&row.reference),
                 mib(Row::peak(&row.nimbus)),
                 mib(Row::peak(&row.reference)),
+                mib(Row::peak_anon(&row.nimbus)),
+                mib(Row::peak_anon(&row.reference)),
             );
         }
         out.push('\n');
@@ -155,10 +161,12 @@ impl ScaleReport {
                 let row = self.rows.iter().find(|row| row.operation == operation)?;
                 let peak = Row::peak(&row.nimbus);
                 Some(format!(
-                    "Memory bound: Nimbus's peak RSS during \"{}\" at the {} scale: {:.0} MiB (bound 256 MiB: {}).",
+                    "Memory bound: Nimbus's peak RSS during \"{}\" at the {} scale: {:.0} MiB, of it \
+                     {:.0} MiB anonymous (bound 256 MiB on the RSS: {}).",
                     operation.label(),
                     self.scale.name,
                     mib(peak),
+                    mib(Row::peak_anon(&row.nimbus)),
                     if peak <= MEMORY_BOUND { "holds" } else { "MISSED" }
                 ))
             })

@@ -38,6 +38,9 @@ pub struct Sample {
     pub cpu: f64,
     /// Server peak resident memory during the operation, in bytes.
     pub peak_rss: u64,
+    /// Server peak anonymous memory (resident, not file-backed) during the operation, sampled, in
+    /// bytes.
+    pub peak_anon: u64,
 }
 
 /// A running server.
@@ -218,26 +221,26 @@ impl Server {
     pub fn measure(&self, operation: impl FnOnce() -> Result<()>) -> Result<Sample> {
         let pid = self.pid();
         let before = process::settled_cpu_ticks(pid)?;
-        let sampler = match self.kind {
-            Kind::Nimbus => {
-                process::reset_peak_rss(pid)?;
-                None
-            }
-            Kind::Reference => Some(TreeSampler::start(pid)),
-        };
+        if self.kind == Kind::Nimbus {
+            process::reset_peak_rss(pid)?;
+        }
+        // Nimbus is one process; the reference's work is done by the CGI server's children.
+        let sampler = TreeSampler::start(pid, self.kind == Kind::Nimbus);
         let start = Instant::now();
         let result = operation();
         let wall = start.elapsed().as_secs_f64();
         let after = process::settled_cpu_ticks(pid)?;
-        let peak_rss = match sampler {
-            Some(sampler) => sampler.finish(),
-            None => process::peak_rss(pid)?,
+        let (sampled_rss, peak_anon) = sampler.finish();
+        let peak_rss = match self.kind {
+            Kind::Nimbus => process::peak_rss(pid)?.max(sampled_rss),
+            Kind::Reference => sampled_rss,
         };
         result?;
         Ok(Sample {
             wall,
             cpu: after.saturating_sub(before) as f64 / self.ticks_per_second,
             peak_rss,
+            peak_anon,
         })
     }
 }

@@ -72,7 +72,7 @@ fn every_operation_runs_once_on_the_small_scale() {
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .collect();
-        assert_eq!(cells.len(), 6, "{row}");
+        assert_eq!(cells.len(), 7, "{row}");
         for cell in &cells[1..] {
             for number in cell.split('/') {
                 let number = number.trim().trim_matches('*');
