@@ -450,3 +450,34 @@ fn the_cache_stays_within_its_bound() {
     let last = v2_fetch(&[format!("want {}", f.id("main~3")), "done".into()]);
     assert!(f.served(2, &last, Some(&cache)).1);
 }
+
+#[test]
+fn identical_clones_arriving_together_generate_one_pack() {
+    let f = Fixture::new();
+    let directory = tempfile::tempdir().expect("tempdir");
+    let cache = ClonePackCache::new(directory.path().to_owned(), 64 << 20).expect("cache");
+    let clone = v2_fetch(&[
+        format!("want {}", f.id("main")),
+        format!("want {}", f.id("topic")),
+        "ofs-delta".into(),
+        "done".into(),
+    ]);
+    let expected = f.ours(2, &clone);
+    let results: Vec<(Vec<u8>, bool)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| f.served(2, &clone, Some(&cache))))
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| thread.join().expect("no panic"))
+            .collect()
+    });
+    for (response, _) in &results {
+        assert_eq!(response, &expected);
+    }
+    let generated = results.iter().filter(|(_, cached)| !cached).count();
+    assert_eq!(
+        generated, 1,
+        "one request generates, the others stream its pack"
+    );
+}

@@ -12,25 +12,80 @@
 //! bounded: after each new entry the least recently used ones (by modification time, which a hit
 //! refreshes) are removed until the total fits. A file removed while it is being streamed stays
 //! readable until its reader closes it.
+//!
+//! Identical requests arriving together (a CI fan-out right after a push) generate the pack once: the
+//! first fills the cache while the others wait, then stream the entry. A waiter gives up and generates
+//! its own pack if the fill fails, or makes no progress for a minute (its client may be stalled: the
+//! copy is written at the pace of the first client).
 
 use super::request::FetchRequest;
 use gix_hash::ObjectId;
 use nimbus_types::Ref;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 /// Temporary files older than this are left over from a crash and removed.
 const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// How long a request waits for an identical one's pack without seeing it grow.
+const STALLED_FILL: Duration = Duration::from_secs(60);
 
 /// The directory of cached packs and its size bound.
 #[derive(Debug)]
 pub struct ClonePackCache {
     directory: PathBuf,
     max_bytes: u64,
+    /// Fills under way in this process, by key.
+    in_flight: Mutex<HashMap<String, Arc<InFlight>>>,
+}
+
+/// One fill under way: bytes copied so far, and whether it ended.
+#[derive(Debug, Default)]
+struct InFlight {
+    state: Mutex<(u64, bool)>,
+    changed: Condvar,
+}
+
+impl InFlight {
+    fn state(&self) -> MutexGuard<'_, (u64, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until the fill ends; `false` if it stopped making progress.
+    fn wait(&self) -> bool {
+        let mut state = self.state();
+        loop {
+            if state.1 {
+                return true;
+            }
+            let before = state.0;
+            let (next, timeout) = self
+                .changed
+                .wait_timeout(state, STALLED_FILL)
+                .unwrap_or_else(PoisonError::into_inner);
+            state = next;
+            if timeout.timed_out() && state.0 == before && !state.1 {
+                return false;
+            }
+        }
+    }
+}
+
+/// What the cache has for a request.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// The pack, opened at its start, and its object count.
+    Hit(File, u32),
+    /// Generate the pack, copying it into the cache as it is sent.
+    Fill(CacheFill<'a>),
+    /// Generate the pack without keeping it.
+    Miss,
 }
 
 /// Which cache entry a request maps to.
@@ -44,6 +99,7 @@ impl ClonePackCache {
         let cache = ClonePackCache {
             directory,
             max_bytes,
+            in_flight: Mutex::default(),
         };
         cache.evict()?;
         Ok(cache)
@@ -119,9 +175,63 @@ impl ClonePackCache {
         Some((file, objects))
     }
 
+    fn flights(&self) -> MutexGuard<'_, HashMap<String, Arc<InFlight>>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached pack for `key`; or, when an identical request is filling it, that pack once it is
+    /// complete; or else the duty to fill it.
+    pub fn lookup(&self, key: &CacheKey) -> Lookup<'_> {
+        if let Some((file, count)) = self.open(key) {
+            return Lookup::Hit(file, count);
+        }
+        let flight: Arc<InFlight> = {
+            let mut flights = self.flights();
+            match flights.get(&key.0) {
+                Some(flight) => flight.clone(),
+                None => {
+                    // Checked again under the lock: a fill that just ended renamed its entry into
+                    // place before leaving the table.
+                    if let Some((file, count)) = self.open(key) {
+                        return Lookup::Hit(file, count);
+                    }
+                    let flight = Arc::new(InFlight::default());
+                    flights.insert(key.0.clone(), flight.clone());
+                    drop(flights);
+                    return match self.fill(key, flight.clone()) {
+                        Some(fill) => Lookup::Fill(fill),
+                        None => {
+                            self.end_flight(key, &flight);
+                            Lookup::Miss
+                        }
+                    };
+                }
+            }
+        };
+        if flight.wait()
+            && let Some((file, count)) = self.open(key)
+        {
+            return Lookup::Hit(file, count);
+        }
+        Lookup::Miss
+    }
+
+    /// Marks a fill as ended and wakes the requests waiting for it.
+    fn end_flight(&self, key: &CacheKey, flight: &Arc<InFlight>) {
+        let mut flights = self.flights();
+        if flights.get(&key.0).is_some_and(|f| Arc::ptr_eq(f, flight)) {
+            flights.remove(&key.0);
+        }
+        drop(flights);
+        flight.state().1 = true;
+        flight.changed.notify_all();
+    }
+
     /// A writer that keeps a copy of the pack about to be sent for `key`; `None` if the cache cannot
     /// take one now.
-    pub fn fill(&self, key: &CacheKey) -> Option<CacheFill<'_>> {
+    fn fill(&self, key: &CacheKey, flight: Arc<InFlight>) -> Option<CacheFill<'_>> {
         let temporary = tempfile::Builder::new()
             .prefix("tmp-")
             .tempfile_in(&self.directory)
@@ -133,6 +243,8 @@ impl ClonePackCache {
             // One pack may take half the cache, so it cannot evict everything else at once.
             limit: self.max_bytes / 2,
             cache: self,
+            key: key.clone(),
+            flight,
         })
     }
 
@@ -170,7 +282,8 @@ impl ClonePackCache {
     }
 }
 
-/// A copy of a pack being sent, kept if the pack completes and fits.
+/// A copy of a pack being sent, kept if the pack completes and fits. Identical requests wait for it
+/// until it is dropped.
 #[derive(Debug)]
 pub struct CacheFill<'a> {
     file: Option<BufWriter<tempfile::NamedTempFile>>,
@@ -178,6 +291,14 @@ pub struct CacheFill<'a> {
     written: u64,
     limit: u64,
     cache: &'a ClonePackCache,
+    key: CacheKey,
+    flight: Arc<InFlight>,
+}
+
+impl Drop for CacheFill<'_> {
+    fn drop(&mut self) {
+        self.cache.end_flight(&self.key, &self.flight);
+    }
 }
 
 impl CacheFill<'_> {
@@ -191,12 +312,13 @@ impl CacheFill<'_> {
         if self.written > self.limit || file.write_all(data).is_err() {
             self.file = None;
         }
+        self.flight.state().0 = self.written;
     }
 
     /// The pack was sent completely and ends with `checksum`: make the copy an entry of the cache. A
     /// copy that is not exactly the whole pack is dropped.
-    pub fn commit(self, checksum: Option<ObjectId>) {
-        let (Some(file), Some(checksum)) = (self.file, checksum) else {
+    pub fn commit(mut self, checksum: Option<ObjectId>) {
+        let (Some(file), Some(checksum)) = (self.file.take(), checksum) else {
             return;
         };
         let written = self.written;
@@ -259,6 +381,13 @@ mod tests {
         CacheKey(text.to_owned())
     }
 
+    fn filling<'a>(cache: &'a ClonePackCache, key: &CacheKey) -> CacheFill<'a> {
+        match cache.lookup(key) {
+            Lookup::Fill(fill) => fill,
+            other => panic!("expected to fill {key:?}, got {other:?}"),
+        }
+    }
+
     /// A "pack": header, body, and a trailer standing for its checksum.
     fn pack(trailer: [u8; 20]) -> Vec<u8> {
         let mut bytes = b"PACK\0\0\0\x02\0\0\0\x03".to_vec();
@@ -273,24 +402,24 @@ mod tests {
         let cache = ClonePackCache::new(directory.path().to_owned(), 1 << 20).expect("cache");
         let checksum = ObjectId::from_bytes_or_panic(&[9; 20]);
 
-        let mut fill = cache.fill(&key("good")).expect("fill");
+        let mut fill = filling(&cache, &key("good"));
         fill.write(&pack([9; 20]));
         fill.commit(Some(checksum));
         let (_, objects) = cache.open(&key("good")).expect("kept");
         assert_eq!(objects, 3);
 
         // Cut short: the last bytes never arrived.
-        let mut fill = cache.fill(&key("short")).expect("fill");
+        let mut fill = filling(&cache, &key("short"));
         fill.write(&pack([9; 20])[..50]);
         fill.commit(Some(checksum));
         assert!(cache.open(&key("short")).is_none());
 
         // Another pack's checksum, or none (the pack failed).
-        let mut fill = cache.fill(&key("other")).expect("fill");
+        let mut fill = filling(&cache, &key("other"));
         fill.write(&pack([8; 20]));
         fill.commit(Some(checksum));
         assert!(cache.open(&key("other")).is_none());
-        let mut fill = cache.fill(&key("failed")).expect("fill");
+        let mut fill = filling(&cache, &key("failed"));
         fill.write(&pack([9; 20]));
         fill.commit(None);
         assert!(cache.open(&key("failed")).is_none());
@@ -307,7 +436,7 @@ mod tests {
     fn a_pack_over_half_the_cache_is_not_kept() {
         let directory = tempfile::tempdir().expect("tempdir");
         let cache = ClonePackCache::new(directory.path().to_owned(), 100).expect("cache");
-        let mut fill = cache.fill(&key("big")).expect("fill");
+        let mut fill = filling(&cache, &key("big"));
         fill.write(&pack([9; 20]));
         fill.write(&[0; 64]);
         fill.commit(Some(ObjectId::from_bytes_or_panic(&[9; 20])));

@@ -3,7 +3,7 @@
 //! v2. Client mistakes are answered in-band (`ERR` lines or side-band error
 //! messages); only I/O failures of the response sink are returned.
 
-use super::cache::{ClonePackCache, Tee};
+use super::cache::{ClonePackCache, Lookup, Tee};
 use super::pack::{PackStats, write_pack};
 use super::plan::{self, Negotiation, PlanError, ShallowPlan};
 use super::request::{self, FetchRequest, MultiAck, RequestError, SideBand};
@@ -111,20 +111,25 @@ fn send_pack(
     let cache = view.clone_packs.and_then(|cache| {
         ClonePackCache::key(view.repo_id, request, common, view.refs).map(|key| (cache, key))
     });
-    if let Some((cache, key)) = &cache
-        && let Some((file, count)) = cache.open(key)
-    {
-        progress(
-            out,
-            request,
-            &format!("Enumerating objects: {count}, done.\n"),
-        )?;
-        send_cached(out, request, file)?;
-        return Ok(PackStats {
-            objects: count as usize,
-            from_cache: true,
-            ..PackStats::default()
-        });
+    let mut fill = None;
+    if let Some((cache, key)) = &cache {
+        match cache.lookup(key) {
+            Lookup::Hit(file, count) => {
+                progress(
+                    out,
+                    request,
+                    &format!("Enumerating objects: {count}, done.\n"),
+                )?;
+                send_cached(out, request, file)?;
+                return Ok(PackStats {
+                    objects: count as usize,
+                    from_cache: true,
+                    ..PackStats::default()
+                });
+            }
+            Lookup::Fill(started) => fill = Some(started),
+            Lookup::Miss => {}
+        }
     }
     let plan = match plan::plan_pack(objects, request, common, shallow, view.refs) {
         Ok(plan) => plan,
@@ -142,7 +147,6 @@ fn send_pack(
         request,
         &format!("Enumerating objects: {}, done.\n", plan.objects.len()),
     )?;
-    let mut fill = cache.as_ref().and_then(|(cache, key)| cache.fill(key));
     let result = match sideband_max(request) {
         None => {
             let tee = Tee {
