@@ -9,6 +9,8 @@ use gix_hash::ObjectId;
 use gix_hashtable::HashSet;
 use gix_pack::Find as _;
 use gix_pack::data::output;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::Write;
 use std::ops::Range;
 
@@ -85,7 +87,10 @@ struct Entries<'a> {
     by_pack: Vec<(u32, Range<usize>)>,
     next: usize,
     client_has: Option<&'a HashSet<ObjectId>>,
-    offsets: Option<(u32, Vec<(u64, ObjectId)>)>,
+    /// For each source pack a delta was copied from: where the objects the client has sit in
+    /// it, offset to id. Read once per pack and request, in index order, keeping only what the
+    /// client has (sorting every entry of a 1.8 M-object pack by offset cost 0.1 s per fetch).
+    client_has_at: HashMap<u32, HashMap<u64, ObjectId>>,
     buf: Vec<u8>,
     stats: PackStats,
 }
@@ -105,23 +110,24 @@ impl Entries<'_> {
             let in_pack = &self.counts[range];
             let client_has = self.client_has;
             let db = &self.db;
-            let offsets = &mut self.offsets;
+            let client_has_at = &mut self.client_has_at;
             let mut thin = 0usize;
+            let thin_count = &mut thin;
             let lookup = client_has.map(|has| {
-                |pack_id: u32, offset: u64| -> gix_error::Result<Option<ObjectId>> {
-                    if offsets.as_ref().is_none_or(|(id, _)| *id != pack_id) {
-                        let mut table = db.pack_offsets_and_oid(pack_id)?.unwrap_or_default();
-                        table.sort_by_key(|e| e.0);
-                        *offsets = Some((pack_id, table));
-                    }
-                    let table = offsets.as_ref().map(|(_, t)| t.as_slice()).unwrap_or(&[]);
+                move |pack_id: u32, offset: u64| -> gix_error::Result<Option<ObjectId>> {
+                    let at = match client_has_at.entry(pack_id) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => entry.insert(
+                            db.pack_offsets_and_oid(pack_id)?
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter(|(_, id)| has.contains(id))
+                                .collect(),
+                        ),
+                    };
                     // Only bases the client is known to have may be left out.
-                    let base = table
-                        .binary_search_by_key(&offset, |e| e.0)
-                        .ok()
-                        .map(|i| table[i].1)
-                        .filter(|id| has.contains(id));
-                    thin += usize::from(base.is_some());
+                    let base = at.get(&offset).copied();
+                    *thin_count += usize::from(base.is_some());
                     Ok(base)
                 }
             });
@@ -231,7 +237,7 @@ pub fn write_pack(
         by_pack,
         next: 0,
         client_has: thin.then_some(&plan.client_has),
-        offsets: None,
+        client_has_at: HashMap::new(),
         buf: Vec::new(),
         stats: PackStats {
             objects: plan.objects.len(),
