@@ -255,23 +255,11 @@ pub fn fixture(git: &Git, cache: &Path, scale: Scale) -> Result<Fixture> {
         }
         // One pack with good deltas, as a developer's repository would have.
         git.run(Some(&fixture.source), ["gc", "-q", "--prune=now"], [])?;
-        let source = fixture.source.as_os_str();
-        git.run(
-            None,
-            [
-                "clone",
-                "-q",
-                "--bare",
-                "--no-local",
-                "--single-branch",
-                "--branch",
-                "main",
-            ],
-            [source, fixture.full_client.as_os_str()],
-        )?;
-        for (branch, client) in [
-            ("base-1", &fixture.behind_1),
-            ("base-100", &fixture.behind_100),
+        // The clients: `main` with the tags it reaches, and the two starting points without tags.
+        for (branch, client, tags) in [
+            ("main", &fixture.full_client, "--tags"),
+            ("base-1", &fixture.behind_1, "--no-tags"),
+            ("base-100", &fixture.behind_100, "--no-tags"),
         ] {
             git.run(
                 None,
@@ -280,12 +268,12 @@ pub fn fixture(git: &Git, cache: &Path, scale: Scale) -> Result<Fixture> {
                     "-q",
                     "--bare",
                     "--no-local",
-                    "--no-tags",
+                    tags,
                     "--single-branch",
                     "--branch",
                     branch,
                 ],
-                [source, client.as_os_str()],
+                [fixture.source.as_os_str(), client.as_os_str()],
             )?;
         }
         std::fs::write(&done, b"")?;

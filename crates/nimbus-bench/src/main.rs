@@ -264,22 +264,14 @@ fn machine(git: &git::Git) -> String {
         .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or_else(
-            || "?".to_owned(),
-            |kib| format!("{:.0}", kib as f64 / 1024.0 / 1024.0),
-        );
+    let memory = process::kib_field(
+        &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+        "MemTotal",
+    )
+    .map_or_else(
+        || "?".to_owned(),
+        |kib| format!("{:.0}", kib as f64 / 1024.0 / 1024.0),
+    );
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let version = git.version().unwrap_or_default();
     let commit = git

@@ -21,15 +21,27 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-/// Kernel clock ticks per second.
-pub fn ticks_per_second() -> u64 {
+/// A system setting from `getconf`, or `default` when it cannot be read.
+fn getconf(name: &str, default: u64) -> u64 {
     Command::new("getconf")
-        .arg("CLK_TCK")
+        .arg(name)
         .output()
         .ok()
         .and_then(|output| String::from_utf8(output.stdout).ok())
         .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100)
+        .unwrap_or(default)
+}
+
+/// Kernel clock ticks per second.
+pub fn ticks_per_second() -> u64 {
+    getconf("CLK_TCK", 100)
+}
+
+/// The value of a `Key:   123 kB` line of a `/proc` file such as `status` or `meminfo`, in KiB.
+pub fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The fields of `/proc/PID/stat` after the command name (field 3, the state, is index 0).
@@ -84,29 +96,12 @@ pub fn reset_peak_rss(pid: u32) -> Result<()> {
 /// The peak resident memory of `pid` since its start or last reset, in bytes.
 pub fn peak_rss(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .context("no VmHWM in /proc/PID/status")?;
+    let kib = kib_field(&status, "VmHWM").context("no VmHWM in /proc/PID/status")?;
     Ok(kib * 1024)
 }
 
 fn page_size() -> u64 {
-    Command::new("getconf")
-        .arg("PAGESIZE")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(4096)
+    getconf("PAGESIZE", 4096)
 }
 
 /// Resident and anonymous memory of one process (from `/proc/PID/statm`), in pages.

@@ -48,7 +48,8 @@ pub struct Sample {
 pub struct Server {
     pub kind: Kind,
     child: Child,
-    base: String,
+    /// `host:port` on loopback.
+    address: String,
     /// The reference's project root (its bare repositories).
     root: PathBuf,
     ticks_per_second: f64,
@@ -93,7 +94,7 @@ impl Server {
         Ok(Server {
             kind: Kind::Nimbus,
             child,
-            base: format!("http://bench:{TOKEN}@{address}"),
+            address,
             root: data,
             ticks_per_second: process::ticks_per_second() as f64,
         })
@@ -115,7 +116,7 @@ impl Server {
         Ok(Server {
             kind: Kind::Reference,
             child,
-            base: format!("http://{address}"),
+            address,
             root,
             ticks_per_second: process::ticks_per_second() as f64,
         })
@@ -127,17 +128,19 @@ impl Server {
 
     /// The clone URL of repository `name`, with credentials.
     pub fn url(&self, name: &str) -> String {
-        format!("{}/{name}.git", self.base)
+        match self.kind {
+            Kind::Nimbus => format!("http://bench:{TOKEN}@{}/{name}.git", self.address),
+            Kind::Reference => format!("http://{}/{name}.git", self.address),
+        }
     }
 
     /// Creates an empty repository whose default branch is `main`.
     pub fn create_repository(&self, git: &Git, name: &str) -> Result<()> {
         match self.kind {
             Kind::Nimbus => {
-                let (credentials, host) = self.credentials_and_host();
                 let body = serde_json::json!({ "name": name, "default_branch": "main" });
-                ureq::post(format!("http://{host}/api/v1/repos"))
-                    .header("Authorization", format!("Bearer {credentials}"))
+                ureq::post(format!("http://{}/api/v1/repos", self.address))
+                    .header("Authorization", format!("Bearer {TOKEN}"))
                     .send_json(&body)
                     .with_context(|| format!("creating {name} on Nimbus"))?;
             }
@@ -166,9 +169,8 @@ impl Server {
     pub fn delete_repository(&self, name: &str) -> Result<()> {
         match self.kind {
             Kind::Nimbus => {
-                let (credentials, host) = self.credentials_and_host();
-                ureq::delete(format!("http://{host}/api/v1/repos/{name}"))
-                    .header("Authorization", format!("Bearer {credentials}"))
+                ureq::delete(format!("http://{}/api/v1/repos/{name}", self.address))
+                    .header("Authorization", format!("Bearer {TOKEN}"))
                     .call()
                     .with_context(|| format!("deleting {name} on Nimbus"))?;
             }
@@ -208,13 +210,6 @@ impl Server {
             }
         }
         Ok(())
-    }
-
-    fn credentials_and_host(&self) -> (&str, &str) {
-        let rest = self.base.trim_start_matches("http://");
-        let (user_info, host) = rest.split_once('@').unwrap_or(("", rest));
-        let token = user_info.split_once(':').map_or("", |(_, token)| token);
-        (token, host)
     }
 
     /// Runs `operation` against this server and measures it.
