@@ -147,14 +147,18 @@ pub fn write_receive_pack_v0(
     write_flush(out)
 }
 
-/// The protocol v2 capability advertisement.
-pub fn write_v2_capabilities(out: &mut impl Write) -> io::Result<()> {
+/// The protocol v2 capability advertisement; `bundle_uri` offers the
+/// `bundle-uri` command.
+pub fn write_v2_capabilities(out: &mut impl Write, bundle_uri: bool) -> io::Result<()> {
     write_line(out, "version 2")?;
     write_line(out, AGENT)?;
     write_line(out, "ls-refs=unborn")?;
     write_line(out, "fetch=shallow wait-for-done filter sideband-all")?;
     write_line(out, "server-option")?;
     write_line(out, "object-format=sha1")?;
+    if bundle_uri {
+        write_line(out, "bundle-uri")?;
+    }
     write_flush(out)
 }
 

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod blame;
 pub mod browse;
 pub mod bundle;
+pub mod bundle_uri;
 pub mod edit;
 pub mod fetch_client;
 pub mod last_commit;

@@ -376,6 +376,8 @@ pub struct Maintainer {
     meta: Arc<dyn MetadataStore>,
     config: MaintenanceConfig,
     running: Mutex<HashSet<RepoId>>,
+    /// Repositories whose bundle is being written.
+    bundling: Mutex<HashSet<RepoId>>,
 }
 
 impl std::fmt::Debug for Maintainer {
@@ -397,11 +399,13 @@ impl Maintainer {
             meta,
             config,
             running: Mutex::new(HashSet::new()),
+            bundling: Mutex::new(HashSet::new()),
         })
     }
 
     /// Call after a push to `repo`: compacts it in the background when it
-    /// has more packs than the threshold.
+    /// has more packs than the threshold, then writes a new bundle for
+    /// `bundle-uri` when its newest is older than the refresh interval.
     pub fn after_push(self: &Arc<Self>, repo: Repository) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -414,7 +418,24 @@ impl Maintainer {
                     tracing::warn!(repo = %repo.name, error = %error, "cannot count packs")
                 }
             }
+            this.refresh_bundle(&repo).await;
         });
+    }
+
+    /// Write a new bundle of `repo` if its newest is stale (see
+    /// [`GitService::bundle_is_stale`]).
+    async fn refresh_bundle(&self, repo: &Repository) {
+        let Some(_running) = RunningGuard::enter(&self.bundling, repo.id) else {
+            return;
+        };
+        let outcome = match self.git.bundle_is_stale(repo).await {
+            Ok(true) => self.git.write_bundle(repo).await.map(Some),
+            Ok(false) => Ok(None),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(repo = %repo.name, error = %error, "writing a bundle failed");
+        }
     }
 
     /// Garbage collect every repository now and then, forever.
@@ -434,6 +455,7 @@ impl Maintainer {
                     Ok(repos) => {
                         for repo in repos {
                             this.run(&repo, MaintenanceKind::CollectGarbage).await;
+                            this.refresh_bundle(&repo).await;
                         }
                     }
                     Err(error) => tracing::warn!(error = %error, "cannot list repositories"),

@@ -72,6 +72,9 @@ pub struct GitServiceConfig {
     /// Packs generated for clones, served again to identical requests (`None`: every pack is
     /// generated).
     pub clone_packs: Option<Arc<ClonePackCache>>,
+    /// Bundles advertised to clones by the protocol v2 `bundle-uri` command
+    /// (`None`: the command is not offered).
+    pub bundle_uri: Option<crate::bundle_uri::BundleUriConfig>,
 }
 
 /// A repository as one request sees it.
@@ -237,7 +240,7 @@ impl GitService {
     ) -> Result<Vec<u8>, ServiceError> {
         let mut out = Vec::new();
         if version == ProtocolVersion::V2 && service == Service::UploadPack {
-            advertise::write_v2_capabilities(&mut out)?;
+            advertise::write_v2_capabilities(&mut out, self.config.bundle_uri.is_some())?;
             return Ok(out);
         }
         let refs = self.meta.refs(repo.id).await?;
@@ -259,6 +262,25 @@ impl GitService {
         version: ProtocolVersion,
         body: Vec<u8>,
     ) -> Result<BodyReceiver, ServiceError> {
+        if version == ProtocolVersion::V2
+            && self.config.bundle_uri.is_some()
+            && is_bundle_uri_command(&body)
+        {
+            let response = match self.bundle_uri_response(repo).await {
+                Ok(response) => response,
+                Err(error) => {
+                    // The clone goes on without bundles.
+                    tracing::warn!(repo = %repo.name, error = %error, "cannot list bundles");
+                    let mut empty = Vec::new();
+                    crate::pktline::write_flush(&mut empty)?;
+                    empty
+                }
+            };
+            let (sender, receiver) = mpsc::channel(1);
+            // The receiver is returned below; it cannot be gone yet.
+            let _ = sender.send(Ok(Bytes::from(response))).await;
+            return Ok(receiver);
+        }
         let snapshot = self.snapshot(repo).await?;
         let (sender, receiver) = mpsc::channel(RESPONSE_CHANNEL_CHUNKS);
         let repo_name = repo.name.to_string();
@@ -822,44 +844,63 @@ impl GitService {
         out: impl Write + Send + 'static,
     ) -> Result<ExportSummary, ExportError> {
         let snapshot = self.snapshot(repo).await?;
-        if snapshot.refs.is_empty() {
-            return Err(ExportError::Empty {
-                name: repo.name.to_string(),
-            });
-        }
-        let repo_name = repo.name.to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut out = io::BufWriter::with_capacity(256 * 1024, out);
-            let refs: Vec<(RefName, gix_hash::ObjectId)> = snapshot
-                .refs
-                .iter()
-                .map(|r| (r.name.clone(), r.target))
-                .collect();
-            crate::bundle::write_header_v2(&mut out, snapshot.head.target, &refs)
-                .map_err(ServiceError::from)?;
-            let mut objects = crate::objects::Objects::new(snapshot.db.handle());
-            let request = upload_pack::request::FetchRequest {
-                wants: refs.iter().map(|(_, id)| *id).collect(),
-                done: true,
-                ofs_delta: true,
-                ..Default::default()
-            };
-            let plan = upload_pack::plan::plan_pack(
-                &mut objects,
-                &request,
-                &[],
-                &upload_pack::plan::ShallowPlan::default(),
-                &snapshot.refs,
-            )?;
-            let stats = upload_pack::pack::write_pack(&objects.handle, &plan, false, &mut out)?;
-            out.flush().map_err(ServiceError::from)?;
-            tracing::info!(repo = %repo_name, refs = refs.len(), objects = stats.objects, "exported");
-            Ok(ExportSummary {
-                refs: refs.len(),
-                objects: stats.objects,
-            })
-        })
-        .await
-        .map_err(ServiceError::from)?
+        export_snapshot(snapshot, repo, out).await
     }
+}
+
+/// Whether a v2 request body is the `bundle-uri` command (which needs the
+/// object store rather than the repository's objects).
+fn is_bundle_uri_command(body: &[u8]) -> bool {
+    matches!(
+        upload_pack::request::parse_v2_command(body),
+        Ok(Some(command)) if command.command == b"bundle-uri"
+    )
+}
+
+/// Write `snapshot` of `repo` as a v2 git bundle to `out` (see
+/// [`GitService::export_bundle`]).
+pub(crate) async fn export_snapshot(
+    snapshot: Snapshot,
+    repo: &Repository,
+    out: impl Write + Send + 'static,
+) -> Result<ExportSummary, ExportError> {
+    if snapshot.refs.is_empty() {
+        return Err(ExportError::Empty {
+            name: repo.name.to_string(),
+        });
+    }
+    let repo_name = repo.name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut out = io::BufWriter::with_capacity(256 * 1024, out);
+        let refs: Vec<(RefName, gix_hash::ObjectId)> = snapshot
+            .refs
+            .iter()
+            .map(|r| (r.name.clone(), r.target))
+            .collect();
+        crate::bundle::write_header_v2(&mut out, snapshot.head.target, &refs)
+            .map_err(ServiceError::from)?;
+        let mut objects = crate::objects::Objects::new(snapshot.db.handle());
+        let request = upload_pack::request::FetchRequest {
+            wants: refs.iter().map(|(_, id)| *id).collect(),
+            done: true,
+            ofs_delta: true,
+            ..Default::default()
+        };
+        let plan = upload_pack::plan::plan_pack(
+            &mut objects,
+            &request,
+            &[],
+            &upload_pack::plan::ShallowPlan::default(),
+            &snapshot.refs,
+        )?;
+        let stats = upload_pack::pack::write_pack(&objects.handle, &plan, false, &mut out)?;
+        out.flush().map_err(ServiceError::from)?;
+        tracing::info!(repo = %repo_name, refs = refs.len(), objects = stats.objects, "exported");
+        Ok(ExportSummary {
+            refs: refs.len(),
+            objects: stats.objects,
+        })
+    })
+    .await
+    .map_err(ServiceError::from)?
 }

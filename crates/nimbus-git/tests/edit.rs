@@ -355,6 +355,7 @@ async fn service(dir: &Path) -> (GitService, Arc<SqliteMetadata>) {
             staging_dir: dir.join("tmp"),
             ingest_limits: IngestLimits::default(),
             clone_packs: None,
+            bundle_uri: None,
         },
     );
     (service, meta)

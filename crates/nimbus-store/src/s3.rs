@@ -10,6 +10,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Region, SharedHttpClient};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::head_object::HeadObjectError;
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
@@ -591,6 +592,38 @@ impl ObjectStore for S3ObjectStore {
                 self.request_error("HeadObject", &full_key, &error),
             )),
         }
+    }
+
+    async fn download_url(
+        &self,
+        key: &str,
+        valid_for: Duration,
+    ) -> Result<Option<String>, ObjectStoreError> {
+        let full_key = self.full_key(key)?;
+        let config = PresigningConfig::expires_in(valid_for).map_err(|error| {
+            Self::backend(
+                key,
+                S3Error::Request {
+                    operation: "presigning GetObject",
+                    target: self.target(&full_key),
+                    detail: error.to_string(),
+                },
+            )
+        })?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full_key)
+            .presigned(config)
+            .await
+            .map_err(|error| {
+                Self::backend(
+                    key,
+                    self.request_error("presigning GetObject", &full_key, &error),
+                )
+            })?;
+        Ok(Some(request.uri().to_owned()))
     }
 
     async fn delete(&self, key: &str) -> Result<(), ObjectStoreError> {

@@ -70,6 +70,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// configuration stops start-up instead of failing the first push.
     async fn check(&self) -> Result<(), ObjectStoreError>;
 
+    /// A URL from which anyone holding it may download `key` for
+    /// `valid_for` (an S3 presigned URL), or `None` when the backend has no
+    /// such URLs and the server must send the object itself.
+    async fn download_url(
+        &self,
+        _key: &str,
+        _valid_for: std::time::Duration,
+    ) -> Result<Option<String>, ObjectStoreError> {
+        Ok(None)
+    }
+
     /// For backends that keep objects as local files: the file holding `key`,
     /// so a cache can link it instead of copying.
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
@@ -85,4 +96,15 @@ pub fn repo_prefix(repo: RepoId) -> String {
 /// The key of a pack file (`extension` is `pack` or `idx`) of a repository.
 pub fn pack_key(repo: RepoId, pack_name: &str, extension: &str) -> String {
     format!("repos/{}/pack/{pack_name}.{extension}", repo.0)
+}
+
+/// The key prefix of a repository's bundles (see `bundle_key`).
+pub fn bundle_prefix(repo: RepoId) -> String {
+    format!("repos/{}/bundles/", repo.0)
+}
+
+/// The key of a bundle of a repository, advertised to clones by the
+/// protocol v2 `bundle-uri` command.
+pub fn bundle_key(repo: RepoId, bundle_name: &str) -> String {
+    format!("{}{bundle_name}.bundle", bundle_prefix(repo))
 }

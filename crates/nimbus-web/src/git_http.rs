@@ -270,6 +270,44 @@ pub async fn upload_pack(app: &App, name: &str, parts: RequestParts) -> Result<R
     Ok(response)
 }
 
+/// `GET /{repo}/bundles/{name}.bundle`: a bundle advertised to clones by
+/// `bundle-uri`, for readers of the repository (git sends the clone's
+/// credentials, as the URI is relative to the remote's).
+pub async fn bundle(
+    app: &App,
+    name: &str,
+    bundle: &str,
+    parts: RequestParts,
+) -> Result<Response, WebError> {
+    let principal = principal(app, &parts).await?;
+    let repo = authorized_repo(app, name, &principal, RepoAction::Read, Surface::Git).await?;
+    let opened = app
+        .git
+        .open_bundle(&repo, bundle)
+        .await
+        .map_err(|e| WebError::internal(&e))?;
+    let Some(opened) = opened else {
+        return Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "repository '{}' has no bundle {bundle:?}; it may have been replaced by a newer one",
+                repo.name
+            ),
+        ));
+    };
+    let size = opened.size;
+    let file = tokio::fs::File::from_std(opened.file);
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+    // For HEAD, the server sends the headers only.
+    let mut response = warp::reply::stream(stream).into_response();
+    content_type(&mut response, "application/x-git-bundle");
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    no_cache(&mut response);
+    Ok(response)
+}
+
 /// `POST /{repo}/git-receive-pack`
 pub async fn receive_pack(
     app: &App,

@@ -163,6 +163,7 @@ async fn dispatch(app: &App, route: Route, parts: RequestParts) -> Response {
         Route::InfoRefs { repo } => git_http::info_refs(app, &repo, parts).await,
         Route::UploadPack { repo } => git_http::upload_pack(app, &repo, parts).await,
         Route::ReceivePack { repo } => git_http::receive_pack(app, &repo, parts).await,
+        Route::Bundle { repo, name } => git_http::bundle(app, &repo, &name, parts).await,
         Route::ApiRepos => api::repos(app, parts).await,
         Route::ApiRepo { name } => api::repo(app, &name, parts).await,
         Route::ApiCollaborators { repo } => api::collaborators(app, &repo, parts).await,

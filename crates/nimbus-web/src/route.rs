@@ -40,6 +40,12 @@ pub enum Route {
     ReceivePack {
         repo: String,
     },
+    /// `GET /{repo}/bundles/{name}.bundle`: a bundle advertised by the
+    /// protocol v2 `bundle-uri` command (`name` without `.bundle`).
+    Bundle {
+        repo: String,
+        name: String,
+    },
     /// `/api/v1/repos`
     ApiRepos,
     /// `/api/v1/repos/{name}`
@@ -185,7 +191,10 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
 pub fn is_git(route: &Route) -> bool {
     matches!(
         route,
-        Route::InfoRefs { .. } | Route::UploadPack { .. } | Route::ReceivePack { .. }
+        Route::InfoRefs { .. }
+            | Route::UploadPack { .. }
+            | Route::ReceivePack { .. }
+            | Route::Bundle { .. }
     )
 }
 
@@ -198,6 +207,7 @@ pub fn allowed_methods(route: &Route) -> &'static [&'static str] {
         } => &["GET", "HEAD", "POST"],
         Route::Health
         | Route::InfoRefs { .. }
+        | Route::Bundle { .. }
         | Route::Dashboard
         | Route::RepoHome { .. }
         | Route::RepoPage { .. } => &["GET", "HEAD"],
@@ -351,6 +361,10 @@ pub fn route(path: &str) -> Route {
         [repo, "git-receive-pack"] if !repo.is_empty() => Route::ReceivePack {
             repo: repo_segment(repo),
         },
+        [repo, "bundles", file] if !repo.is_empty() && file.ends_with(".bundle") => Route::Bundle {
+            repo: repo_segment(repo),
+            name: file.trim_end_matches(".bundle").to_owned(),
+        },
         [""] => Route::Dashboard,
         [repo] if !repo.is_empty() => Route::RepoHome {
             repo: repo_segment(repo),
@@ -409,6 +423,21 @@ mod tests {
                 repo: "demo".into()
             }
         );
+        for path in ["/demo.git/bundles/1-ab.bundle", "/demo/bundles/1-ab.bundle"] {
+            let bundle = route(path);
+            assert_eq!(
+                bundle,
+                Route::Bundle {
+                    repo: "demo".into(),
+                    name: "1-ab".into()
+                }
+            );
+            assert!(is_git(&bundle));
+        }
+        assert!(!matches!(
+            route("/demo/bundles/1-ab.pack"),
+            Route::Bundle { .. }
+        ));
     }
 
     #[test]

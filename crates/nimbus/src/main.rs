@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use nimbus_auth::limit::AuthLimits;
 use nimbus_auth::oidc::{ProviderConfig, ProviderKind, Providers};
 use nimbus_auth::session::{SessionKeys, Sessions};
+use nimbus_git::bundle_uri::{BundleOutcome, BundleUriConfig};
 use nimbus_git::maintenance::{Maintainer, MaintenanceConfig, MaintenanceKind};
 use nimbus_git::receive_pack::ingest::IngestLimits;
 use nimbus_git::service::{GitService, GitServiceConfig};
@@ -84,6 +85,32 @@ struct StorageArgs {
         global = true
     )]
     clone_cache_mib: u64,
+    /// Offer clones a bundle of the repository to download before they
+    /// fetch (the protocol v2 `bundle-uri` command, which git uses with
+    /// `transfer.bundleURI`); on S3, clients download it straight from the
+    /// bucket by a presigned URL.
+    #[arg(
+        long,
+        env = "NIMBUS_BUNDLE_URI",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    bundle_uri: bool,
+    /// Write a new bundle after a push once the repository's newest bundle
+    /// is older than this (`6h`, `30m`); `0` leaves bundles to
+    /// `nimbus repo bundle`.
+    #[arg(long, env = "NIMBUS_BUNDLE_REFRESH", default_value = "6h", value_parser = parse_duration, global = true)]
+    bundle_refresh: std::time::Duration,
+    /// Repositories with fewer MiB of packs than this get no bundle after
+    /// pushes (a single request clones them quickly anyway).
+    #[arg(
+        long,
+        env = "NIMBUS_BUNDLE_MIN_MIB",
+        default_value_t = 16,
+        global = true
+    )]
+    bundle_min_mib: u64,
     /// Log filter, e.g. `info` or `nimbus_git=debug` (RUST_LOG syntax).
     #[arg(long, env = "NIMBUS_LOG", default_value = "info", global = true)]
     log: String,
@@ -465,6 +492,11 @@ enum RepoCommand {
         #[command(flatten)]
         grace: GraceArgs,
     },
+    /// Write the bundle offered to clones by `bundle-uri` now (servers
+    /// write one after pushes once the newest is older than
+    /// NIMBUS_BUNDLE_REFRESH). Nothing is written when the newest bundle
+    /// already holds the current refs.
+    Bundle { name: String },
     /// Write a repository as a git bundle (every ref, HEAD and all objects).
     Export {
         name: String,
@@ -565,6 +597,12 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
                 ..IngestLimits::default()
             },
             clone_packs,
+            bundle_uri: storage.bundle_uri.then(|| BundleUriConfig {
+                refresh_after: (!storage.bundle_refresh.is_zero())
+                    .then_some(storage.bundle_refresh),
+                min_pack_bytes: storage.bundle_min_mib.saturating_mul(1 << 20),
+                grace: serve.map_or(BundleUriConfig::default().grace, |s| s.grace.gc_grace),
+            }),
         },
     ));
     let access = Arc::new(nimbus_auth::AccountAccess::new(
@@ -923,6 +961,25 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                 report.retired_deleted,
                 report.orphans_deleted
             );
+        }
+        RepoCommand::Bundle { name } => {
+            let repo = find(name).await?;
+            match app.git.write_bundle(&repo).await? {
+                BundleOutcome::Written { bundle, refs } => println!(
+                    "{}: wrote bundle {} ({} refs, {} bytes)",
+                    repo.name, bundle.name, refs, bundle.size
+                ),
+                BundleOutcome::Unchanged { bundle } => println!(
+                    "{}: the bundle {} already holds the current refs",
+                    repo.name, bundle.name
+                ),
+                BundleOutcome::Empty => {
+                    anyhow::bail!(
+                        "repository '{}' is empty: there is nothing to bundle",
+                        repo.name
+                    )
+                }
+            }
         }
         RepoCommand::Export { name, output } => {
             let repo = find(name).await?;

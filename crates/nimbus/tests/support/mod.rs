@@ -290,6 +290,20 @@ impl NimbusServer {
         keys
     }
 
+    /// Runs the `nimbus` command line on this server's data directory, with
+    /// the storage environment the server got (PostgreSQL and S3 on the
+    /// cloud backend).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_nimbus"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .env("NIMBUS_LOG", "warn")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
+            .output()
+            .expect("run nimbus")
+    }
+
     /// The process id of `nimbus serve` itself (not of its supervisor shell).
     pub fn pid(&self) -> u32 {
         let path = self.root.join("server.pid");
@@ -350,7 +364,12 @@ impl NimbusServer {
                 )
             })
             .collect();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
+        // Lossily: a binary body (a bundle, an archive) keeps its text parts.
+        let body = response
+            .body_mut()
+            .read_to_vec()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
         ApiResponse {
             status: response.status().as_u16(),
             headers,
