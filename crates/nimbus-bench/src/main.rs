@@ -184,7 +184,10 @@ fn run_scale(
             server.after_initial_push(git, MANY_REFS_REPOSITORY)?;
         }
         notes.push(match server.kind {
-            servers::Kind::Nimbus => format!("Setup: the first push to Nimbus took {pushed:.1} s."),
+            servers::Kind::Nimbus => format!(
+                "Setup: the first push to Nimbus took {pushed:.1} s, then `nimbus repo gc` \
+                 (one pack and its reachability index, as its servers' periodic maintenance leaves it) {maintained:.1} s."
+            ),
             servers::Kind::Reference => format!(
                 "Setup: the first push to git http-backend took {pushed:.1} s, then `git gc` \
                  (one pack, bitmaps, commit-graph, as a Gitea-style server's maintenance leaves it) {maintained:.1} s."

@@ -42,6 +42,7 @@ pub enum Operation {
     FullClone,
     ShallowClone,
     PartialClone,
+    BundleClone,
     Fetch1,
     Fetch100,
     NoopFetch,
@@ -53,11 +54,12 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 13] = [
         Operation::ColdClone,
         Operation::FullClone,
         Operation::ShallowClone,
         Operation::PartialClone,
+        Operation::BundleClone,
         Operation::Fetch1,
         Operation::Fetch100,
         Operation::NoopFetch,
@@ -74,6 +76,7 @@ impl Operation {
             Operation::FullClone => "full clone, clone pack cache warm",
             Operation::ShallowClone => "shallow clone (--depth 1)",
             Operation::PartialClone => "partial clone (blob:none)",
+            Operation::BundleClone => "full clone with transfer.bundleURI",
             Operation::Fetch1 => "fetch after 1 new commit",
             Operation::Fetch100 => "fetch after 100 new commits",
             Operation::NoopFetch => "no-op fetch",
@@ -92,6 +95,7 @@ impl Operation {
             Operation::FullClone => "clone",
             Operation::ShallowClone => "shallow",
             Operation::PartialClone => "partial",
+            Operation::BundleClone => "bundle-clone",
             Operation::Fetch1 => "fetch1",
             Operation::Fetch100 => "fetch100",
             Operation::NoopFetch => "noop",
@@ -134,6 +138,20 @@ impl Operation {
                     &destination,
                     matches!(self, Operation::ColdClone | Operation::FullClone),
                 )?;
+                sample
+            }
+            Operation::BundleClone => {
+                // Nimbus writes the repository's bundle (unmeasured, as its servers do after
+                // pushes); the reference, like every forge running git's own upload-pack, offers
+                // none, so the same client command is a plain clone there.
+                server.write_bundle(REPOSITORY)?;
+                let destination = scratch.join("clone.git");
+                let bundled = ["-c", "transfer.bundleURI=true"];
+                clone_with(git, &bundled, &url, &[], &destination)?;
+                reset(scratch)?;
+                let sample =
+                    server.measure(|| clone_with(git, &bundled, &url, &[], &destination))?;
+                check_clone(context, &destination, true)?;
                 sample
             }
             Operation::ConcurrentClones => {
@@ -276,7 +294,19 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn clone(git: &Git, url: &str, extra: &[&str], destination: &Path) -> Result<()> {
-    let mut args = vec!["clone", "-q", "--bare"];
+    clone_with(git, &[], url, extra, destination)
+}
+
+/// `git CONFIG clone -q --bare EXTRA URL DESTINATION`.
+fn clone_with(
+    git: &Git,
+    config: &[&str],
+    url: &str,
+    extra: &[&str],
+    destination: &Path,
+) -> Result<()> {
+    let mut args = config.to_vec();
+    args.extend_from_slice(&["clone", "-q", "--bare"]);
     args.extend_from_slice(extra);
     args.push(url);
     git.run(None, args, [destination.as_os_str()]).map(drop)

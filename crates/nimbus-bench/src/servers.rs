@@ -50,8 +50,10 @@ pub struct Server {
     child: Child,
     /// `host:port` on loopback.
     address: String,
-    /// The reference's project root (its bare repositories).
+    /// The reference's project root (its bare repositories); Nimbus's data directory.
     root: PathBuf,
+    /// The `nimbus` binary, for its command line (Nimbus only).
+    binary: Option<PathBuf>,
     ticks_per_second: f64,
 }
 
@@ -86,6 +88,9 @@ impl Server {
             .env("NIMBUS_OWNER_TOKEN", TOKEN)
             .env("NIMBUS_LISTEN", &address)
             .env("NIMBUS_LOG", "warn")
+            // Bundles are written by the bundle row itself: one written after the initial push
+            // would be background work counted in that row.
+            .env("NIMBUS_BUNDLE_REFRESH", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -96,6 +101,7 @@ impl Server {
             child,
             address,
             root: data,
+            binary: Some(binary.to_owned()),
             ticks_per_second: process::ticks_per_second() as f64,
         })
     }
@@ -118,6 +124,7 @@ impl Server {
             child,
             address,
             root,
+            binary: None,
             ticks_per_second: process::ticks_per_second() as f64,
         })
     }
@@ -183,13 +190,44 @@ impl Server {
 
     /// Maintenance after the repository's first push, as each server's operator would have it:
     /// `git gc` for the reference (one pack, reachability bitmaps and a commit-graph, since bare
-    /// repositories write bitmaps by default); nothing for Nimbus, which keeps what the push left.
+    /// repositories write bitmaps by default); `nimbus repo gc` for Nimbus (one pack and its
+    /// reachability index), which its servers also run every `NIMBUS_GC_INTERVAL`.
     pub fn after_initial_push(&self, git: &Git, name: &str) -> Result<()> {
-        if self.kind == Kind::Reference {
-            let path = self.root.join(format!("{name}.git"));
-            git.run(Some(&path), ["gc", "-q"], [])?;
+        match self.kind {
+            Kind::Reference => {
+                let path = self.root.join(format!("{name}.git"));
+                git.run(Some(&path), ["gc", "-q"], [])?;
+            }
+            Kind::Nimbus => self.nimbus_command(&["repo", "gc", name])?,
         }
         Ok(())
+    }
+
+    /// Runs the `nimbus` command line on this server's data directory (Nimbus only).
+    fn nimbus_command(&self, args: &[&str]) -> Result<()> {
+        let Some(binary) = &self.binary else {
+            return Ok(());
+        };
+        let output = Command::new(binary)
+            .args(args)
+            .env("NIMBUS_DATA_DIR", &self.root)
+            .env("NIMBUS_LOG", "warn")
+            .output()
+            .with_context(|| format!("running {} {}", binary.display(), args.join(" ")))?;
+        if !output.status.success() {
+            bail!(
+                "nimbus {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the bundle Nimbus offers to clones of `name` (`nimbus repo bundle`; nothing when the
+    /// newest already holds the current refs). The reference offers no bundles.
+    pub fn write_bundle(&self, name: &str) -> Result<()> {
+        self.nimbus_command(&["repo", "bundle", name])
     }
 
     /// Empties Nimbus's cache of generated clone packs (its data directory's `clone-packs`); the

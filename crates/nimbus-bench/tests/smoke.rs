@@ -53,6 +53,7 @@ fn every_operation_runs_once_on_the_small_scale() {
         "full clone, clone pack cache warm",
         "shallow clone (--depth 1)",
         "partial clone (blob:none)",
+        "full clone with transfer.bundleURI",
         "fetch after 1 new commit",
         "fetch after 100 new commits",
         "no-op fetch",

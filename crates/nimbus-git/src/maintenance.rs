@@ -418,6 +418,9 @@ impl Maintainer {
                     tracing::warn!(repo = %repo.name, error = %error, "cannot count packs")
                 }
             }
+            if let Err(error) = this.git.update_reach_index(&repo, false).await {
+                tracing::warn!(repo = %repo.name, error = %error, "updating the reachability index failed");
+            }
             this.refresh_bundle(&repo).await;
         });
     }
@@ -470,6 +473,8 @@ impl Maintainer {
         };
         if let Err(error) = self.git.maintain(repo, kind, self.config.grace).await {
             tracing::warn!(repo = %repo.name, ?kind, error = %error, "maintenance failed");
+        } else if let Err(error) = self.git.update_reach_index(repo, true).await {
+            tracing::warn!(repo = %repo.name, error = %error, "building the reachability index failed");
         }
     }
 }

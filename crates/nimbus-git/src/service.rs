@@ -75,6 +75,9 @@ pub struct GitServiceConfig {
     /// Bundles advertised to clones by the protocol v2 `bundle-uri` command
     /// (`None`: the command is not offered).
     pub bundle_uri: Option<crate::bundle_uri::BundleUriConfig>,
+    /// Reachability indexes of full clones (`None`: every clone walks all
+    /// commits and trees).
+    pub reach: Option<Arc<upload_pack::ReachIndex>>,
 }
 
 /// A repository as one request sees it.
@@ -286,6 +289,7 @@ impl GitService {
         let repo_name = repo.name.to_string();
         let repo_id = repo.id.0;
         let clone_packs = self.config.clone_packs.clone();
+        let reach = self.config.reach.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = ChannelWriter {
                 sender: sender.clone(),
@@ -297,6 +301,8 @@ impl GitService {
                 head: &snapshot.head,
                 repo_id,
                 clone_packs: clone_packs.as_deref(),
+                pack_generation: snapshot.pack_generation,
+                reach: reach.as_deref(),
             };
             let result = if version == ProtocolVersion::V2 {
                 upload_pack::serve_v2(&view, &body, &mut out)
@@ -318,6 +324,7 @@ impl GitService {
                             thin_deltas = pack.thin_deltas,
                             recompressed = pack.recompressed,
                             from_cache = pack.from_cache,
+                            from_index = pack.from_index,
                             "sent pack"
                         );
                     }
@@ -635,7 +642,64 @@ impl GitService {
             self.store.delete(&object.key).await?;
         }
         self.cache.evict_repo(repo.id).await?;
+        if let Some(reach) = &self.config.reach {
+            reach.remove(repo.id.0);
+        }
         Ok(())
+    }
+
+    /// Bring the repository's reachability index up to its refs: from the
+    /// existing index (a walk of what was pushed since), or, with `build`,
+    /// by a full walk when there is none for the current pack generation.
+    /// Returns whether an index was written.
+    pub async fn update_reach_index(
+        &self,
+        repo: &Repository,
+        build: bool,
+    ) -> Result<bool, ExportError> {
+        let Some(reach) = self.config.reach.clone() else {
+            return Ok(false);
+        };
+        let snapshot = self.snapshot(repo).await?;
+        if snapshot.refs.is_empty() {
+            return Ok(false);
+        }
+        let repo_id = repo.id.0;
+        let updated = tokio::task::spawn_blocking(move || -> Result<bool, ExportError> {
+            let existing = reach.load(repo_id, snapshot.pack_generation);
+            if existing.is_none() && !build {
+                return Ok(false);
+            }
+            // What a clone of every ref asks for.
+            let request = upload_pack::request::FetchRequest {
+                wants: snapshot.refs.iter().map(|r| r.target).collect(),
+                done: true,
+                ofs_delta: true,
+                include_tag: true,
+                ..Default::default()
+            };
+            let mut objects = crate::objects::Objects::new(snapshot.db.handle());
+            let clone = upload_pack::reach::plan_clone(
+                &mut objects,
+                &request,
+                &upload_pack::plan::ShallowPlan::default(),
+                &snapshot.refs,
+                existing.as_ref(),
+            )?;
+            if existing.is_some_and(|e| e.tips == clone.tips) {
+                return Ok(false);
+            }
+            let index = upload_pack::reach::ReachSnapshot {
+                generation: snapshot.pack_generation,
+                tips: clone.tips,
+                objects: clone.plan.objects,
+            };
+            reach.store(repo_id, &index).map_err(ServiceError::from)?;
+            Ok(true)
+        })
+        .await
+        .map_err(ServiceError::from)??;
+        Ok(updated)
     }
 }
 

@@ -356,6 +356,7 @@ async fn service(dir: &Path) -> (GitService, Arc<SqliteMetadata>) {
             ingest_limits: IngestLimits::default(),
             clone_packs: None,
             bundle_uri: None,
+            reach: None,
         },
     );
     (service, meta)

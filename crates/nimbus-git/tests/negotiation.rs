@@ -8,7 +8,8 @@ use gix_hash::ObjectId;
 use nimbus_git::advertise::Head;
 use nimbus_git::objects::ObjectDb;
 use nimbus_git::pktline::{Packet, decode, write_delim, write_flush, write_line};
-use nimbus_git::upload_pack::{ClonePackCache, RepoView, serve_v0, serve_v2};
+use nimbus_git::upload_pack::pack::PackStats;
+use nimbus_git::upload_pack::{ClonePackCache, ReachIndex, RepoView, serve_v0, serve_v2};
 use nimbus_types::{Ref, RefName};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,12 +63,26 @@ impl Fixture {
 
     /// The engine's response, and whether its pack came from `cache`.
     fn served(&self, version: u8, body: &[u8], cache: Option<&ClonePackCache>) -> (Vec<u8>, bool) {
+        let (out, pack) = self.served_with(version, body, cache, None);
+        (out, pack.is_some_and(|pack| pack.from_cache))
+    }
+
+    /// The engine's response and its pack's figures, with `cache` and `reach`.
+    fn served_with(
+        &self,
+        version: u8,
+        body: &[u8],
+        cache: Option<&ClonePackCache>,
+        reach: Option<&ReachIndex>,
+    ) -> (Vec<u8>, Option<PackStats>) {
         let view = RepoView {
             db: &self.db,
             refs: &self.refs,
             head: &self.head,
             repo_id: 1,
             clone_packs: cache,
+            pack_generation: 1,
+            reach,
         };
         let mut out = Vec::new();
         let summary = if version == 2 {
@@ -75,8 +90,7 @@ impl Fixture {
         } else {
             serve_v0(&view, body, &mut out).expect("write to a vec")
         };
-        let from_cache = summary.pack.is_some_and(|pack| pack.from_cache);
-        (out, from_cache)
+        (out, summary.pack)
     }
 
     fn gits(&self, version: u8, body: &[u8]) -> Vec<u8> {
@@ -298,6 +312,12 @@ fn v2_pack(fixture: &Fixture, response: &[u8]) -> Vec<u8> {
         }
         rest = &rest[used..];
     }
+    index_pack(fixture, &pack);
+    pack
+}
+
+/// A bare repository holding `pack`, indexed by `git index-pack` (which must accept it).
+fn index_pack(fixture: &Fixture, pack: &[u8]) -> tempfile::TempDir {
     let directory = tempfile::tempdir().expect("tempdir");
     let status = Command::new("git")
         .args(["init", "-q", "--bare"])
@@ -317,13 +337,80 @@ fn v2_pack(fixture: &Fixture, response: &[u8]) -> Vec<u8> {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(&pack)
+        .write_all(pack)
         .expect("write the pack");
     assert!(
         child.wait().expect("index-pack").success(),
         "git index-pack refused the pack"
     );
-    pack
+    directory
+}
+
+/// The ids of the objects in a v2 response's pack.
+fn pack_objects(fixture: &Fixture, response: &[u8]) -> Vec<String> {
+    let pack = v2_pack(fixture, response);
+    let repo = index_pack(fixture, &pack);
+    let out = Command::new("git")
+        .args([
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname)",
+        ])
+        .current_dir(repo.path())
+        .output()
+        .expect("git cat-file");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("hex ids")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn clones_planned_from_the_reachability_index_get_what_git_sends() {
+    let f = Fixture::new();
+    let directory = tempfile::tempdir().expect("tempdir");
+    let index = ReachIndex::new(directory.path().to_owned()).expect("index");
+    let clone_of = |wants: &[&str]| {
+        let mut args: Vec<String> = wants
+            .iter()
+            .map(|rev| format!("want {}", f.id(rev)))
+            .collect();
+        args.extend(["ofs-delta".into(), "include-tag".into(), "done".into()]);
+        v2_fetch(&args)
+    };
+    let check = |wants: &[&str], expect_from_index: bool| {
+        let body = clone_of(wants);
+        let (response, pack) = f.served_with(2, &body, None, Some(&index));
+        let pack = pack.expect("a pack was sent");
+        assert_eq!(pack.from_index, expect_from_index, "wants {wants:?}");
+        assert_eq!(
+            pack_objects(&f, &response),
+            pack_objects(&f, &f.gits(2, &body)),
+            "the clone of {wants:?} has the objects git sends"
+        );
+        assert!(!response.is_empty());
+    };
+    // No index yet: a full walk, which writes one for main~2.
+    check(&["main~2"], false);
+    let written = index.load(1, 1).expect("the clone wrote an index");
+    assert_eq!(written.tips, [f.id("main~2")]);
+    assert_eq!(
+        index.load(1, 2),
+        None,
+        "only for the pack generation it was made at"
+    );
+    // main moved on (and topic forked from main~2): planned from the index.
+    check(&["main", "topic"], true);
+    let tips = index.load(1, 1).expect("rewritten").tips;
+    let mut expected = vec![f.id("main"), f.id("topic")];
+    expected.sort();
+    assert_eq!(tips, expected, "the index follows the last clone");
+    // A clone without topic would get topic's objects from the index: a full walk.
+    check(&["main"], false);
+    // The same tips again: the index is used and left as it is.
+    check(&["main"], true);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use nimbus_git::bundle_uri::{BundleOutcome, BundleUriConfig};
 use nimbus_git::maintenance::{Maintainer, MaintenanceConfig, MaintenanceKind};
 use nimbus_git::receive_pack::ingest::IngestLimits;
 use nimbus_git::service::{GitService, GitServiceConfig};
-use nimbus_git::upload_pack::ClonePackCache;
+use nimbus_git::upload_pack::{ClonePackCache, ReachIndex};
 use nimbus_store::{LocalObjectStore, PackCache, PgMetadata, SqliteMetadata};
 use nimbus_types::identity::{AuditQuery, NewInvitation};
 use nimbus_types::metadata::MetadataStore;
@@ -597,6 +597,14 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
                 ..IngestLimits::default()
             },
             clone_packs,
+            reach: Some(Arc::new(ReachIndex::new(data.join("reach")).with_context(
+                || {
+                    format!(
+                        "cannot create the reachability index directory in {}",
+                        data.display()
+                    )
+                },
+            )?)),
             bundle_uri: storage.bundle_uri.then(|| BundleUriConfig {
                 refresh_after: (!storage.bundle_refresh.is_zero())
                     .then_some(storage.bundle_refresh),
@@ -946,6 +954,7 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                 MaintenanceKind::CollectGarbage
             };
             let report = app.git.maintain(&repo, kind, grace.gc_grace).await?;
+            app.git.update_reach_index(&repo, true).await?;
             if let Some(reason) = &report.skipped {
                 println!("packs left as they were: {reason}");
             }

@@ -310,3 +310,64 @@ fn pushes_racing_garbage_collection_all_land_intact() {
     nimbus_cli(&server, &["repo", "gc", "racing", "--gc-grace", "0s"]);
     clone_and_check(&git, &server.url("racing"), &head);
 }
+
+/// The `sent pack` log lines of the server for `repo`, oldest first.
+fn sent_packs(server: &NimbusServer, repo: &str) -> Vec<String> {
+    server
+        .full_log()
+        .lines()
+        .filter(|line| line.contains("sent pack") && line.contains(&format!("repo={repo} ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn clones_after_gc_and_pushes_are_planned_from_the_reachability_index() {
+    let server = NimbusServer::start();
+    let git = Git::new(2);
+    server.create_repo("indexed", false);
+    let work = tempfile::tempdir().expect("tempdir");
+    git.init(work.path());
+    for i in 0..3u64 {
+        git.commit(
+            work.path(),
+            &format!("commit {i}"),
+            &[(format!("file{i}.txt").as_str(), format!("content {i}\n"))],
+            1_700_000_000 + i,
+        );
+    }
+    push_main(&git, work.path(), &server.push_url("indexed"));
+    let index = server.data_dir().join("reach/1.reach");
+    assert!(!index.exists(), "no clone or gc has made an index yet");
+
+    // Garbage collection builds the index.
+    nimbus_cli(&server, &["repo", "gc", "indexed"]);
+    assert!(index.exists(), "gc wrote no reachability index");
+    let after_gc = std::fs::read(&index).expect("read the index");
+
+    // A push brings it up to date in the background.
+    let head = git.commit(
+        work.path(),
+        "after gc",
+        &[("file0.txt", "changed\n")],
+        1_700_000_100,
+    );
+    push_main(&git, work.path(), &server.push_url("indexed"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read(&index).expect("read the index") == after_gc {
+        assert!(
+            Instant::now() < deadline,
+            "the push did not update the index\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The next clone starts from it, and gets everything.
+    clone_and_check(&git, &server.url("indexed"), &head);
+    let sent = sent_packs(&server, "indexed");
+    let last = sent.last().expect("the clone was logged");
+    assert!(last.contains("from_index=true"), "{last}");
+    // Four commits, their four root trees and four blobs.
+    assert!(last.contains("objects=12"), "{last}");
+}

@@ -3,8 +3,10 @@
 pub mod cache;
 pub mod pack;
 pub mod plan;
+pub mod reach;
 pub mod request;
 pub mod serve;
 
 pub use cache::ClonePackCache;
+pub use reach::ReachIndex;
 pub use serve::{RepoView, Summary, serve_v0, serve_v2};

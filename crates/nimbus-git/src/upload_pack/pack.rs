@@ -37,6 +37,8 @@ pub struct PackStats {
     pub checksum: Option<ObjectId>,
     /// Streamed from the clone pack cache rather than generated.
     pub from_cache: bool,
+    /// Planned from the reachability index rather than a full walk.
+    pub from_index: bool,
 }
 
 /// Stop filling a chunk of entries once it holds this many compressed bytes.

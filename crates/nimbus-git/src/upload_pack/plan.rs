@@ -580,6 +580,30 @@ pub fn plan_pack(
     shallow: &ShallowPlan,
     refs: &[Ref],
 ) -> Result<PackPlan, PlanError> {
+    plan_pack_detailed(objects, request, common, shallow, refs).map(|planned| planned.plan)
+}
+
+/// A plan with what the walk learnt on the way (see [`plan_pack_detailed`]).
+#[derive(Debug)]
+pub struct DetailedPlan {
+    pub plan: PackPlan,
+    /// The commits the wants are or peel to.
+    pub want_commits: Vec<ObjectId>,
+    /// Commits the client has that are parents of sent commits.
+    pub edges: Vec<ObjectId>,
+    /// Whether a want is (or peels to) a tree or a blob.
+    pub wants_non_commits: bool,
+}
+
+/// [`plan_pack`], also returning the wanted commits and the edges of the
+/// walk, which the reachability index needs.
+pub fn plan_pack_detailed(
+    objects: &mut Objects,
+    request: &FetchRequest,
+    common: &[ObjectId],
+    shallow: &ShallowPlan,
+    refs: &[Ref],
+) -> Result<DetailedPlan, PlanError> {
     let mut out: Vec<ObjectId> = Vec::new();
     let mut explicit_trees = Vec::new();
     let mut explicit_blobs = Vec::new();
@@ -621,6 +645,7 @@ pub fn plan_pack(
             }
         }
     }
+    let wants_non_commits = !explicit_trees.is_empty() || !explicit_blobs.is_empty();
     let client_shallows: HashSet<ObjectId> = request.client_shallows.iter().copied().collect();
     let (commits, mut edges) = commits_to_send(
         objects,
@@ -629,6 +654,7 @@ pub fn plan_pack(
         &shallow.boundary,
         &client_shallows,
     )?;
+    let walk_edges = edges.clone();
     edges.extend(shallow.unshallow.iter().copied());
     let commit_count = commits.len();
 
@@ -689,9 +715,14 @@ pub fn plan_pack(
         }
     }
     out.extend(trees_and_blobs);
-    Ok(PackPlan {
-        objects: out,
-        client_has,
-        commit_count,
+    Ok(DetailedPlan {
+        plan: PackPlan {
+            objects: out,
+            client_has,
+            commit_count,
+        },
+        want_commits,
+        edges: walk_edges,
+        wants_non_commits,
     })
 }

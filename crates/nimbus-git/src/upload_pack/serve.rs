@@ -6,6 +6,7 @@
 use super::cache::{ClonePackCache, Lookup, Tee};
 use super::pack::{PackStats, write_pack};
 use super::plan::{self, Negotiation, PlanError, ShallowPlan};
+use super::reach::{self, ReachIndex, ReachSnapshot};
 use super::request::{self, FetchRequest, MultiAck, RequestError, SideBand};
 use crate::advertise::{Head, write_ls_refs};
 use crate::objects::{ObjectDb, Objects};
@@ -26,6 +27,11 @@ pub struct RepoView<'a> {
     pub repo_id: i64,
     /// Where packs for requests without haves are kept and served again.
     pub clone_packs: Option<&'a ClonePackCache>,
+    /// The pack generation `db` was opened at (reachability indexes are
+    /// valid for one generation).
+    pub pack_generation: i64,
+    /// Full clones are planned from, and update, this index.
+    pub reach: Option<&'a ReachIndex>,
 }
 
 /// A failure to serve, before any pack data was sent.
@@ -131,8 +137,24 @@ fn send_pack(
             Lookup::Miss => {}
         }
     }
-    let plan = match plan::plan_pack(objects, request, common, shallow, view.refs) {
-        Ok(plan) => plan,
+    let reach = view
+        .reach
+        .filter(|_| reach::eligible(request, common, shallow));
+    let planned = match reach {
+        Some(index) => {
+            let snapshot = index.load(view.repo_id, view.pack_generation);
+            reach::plan_clone(objects, request, shallow, view.refs, snapshot.as_ref()).map(
+                |clone| {
+                    let stale = snapshot.is_none_or(|s| s.tips != clone.tips);
+                    (clone.plan, clone.from_index, stale.then_some(clone.tips))
+                },
+            )
+        }
+        None => plan::plan_pack(objects, request, common, shallow, view.refs)
+            .map(|plan| (plan, false, None)),
+    };
+    let (plan, from_index, new_tips) = match planned {
+        Ok(planned) => planned,
         Err(err) => {
             // The client already expects pack data: report on band 3.
             if request.side_band != SideBand::None {
@@ -167,9 +189,20 @@ fn send_pack(
         }
     };
     match result {
-        Ok(stats) => {
+        Ok(mut stats) => {
             if let Some(fill) = fill {
                 fill.commit(stats.checksum);
+            }
+            stats.from_index = from_index;
+            if let (Some(index), Some(tips)) = (reach, new_tips) {
+                let snapshot = ReachSnapshot {
+                    generation: view.pack_generation,
+                    tips,
+                    objects: plan.objects,
+                };
+                if let Err(error) = index.store(view.repo_id, &snapshot) {
+                    tracing::warn!(error = %error, "cannot write the reachability index");
+                }
             }
             if request.side_band != SideBand::None {
                 write_flush(out)?;

@@ -1,0 +1,341 @@
+//! The reachability index: for each repository, every object a full clone
+//! of some set of commits (its *tips*) gets, so the next clone does not
+//! walk every commit and tree again.
+//!
+//! A clone of wants `W` is planned from the index of tips `S` as the
+//! index's objects plus a walk of `W --not S`, which only visits commits
+//! made since the index was written and the trees of their parents. It is
+//! used only when every tip of `S` is still reached from `W` (each is a
+//! want, or the parent of a commit the walk sends); a branch deleted or
+//! rewound since falls back to the full walk, so a clone never gets
+//! objects the refs no longer reach.
+//!
+//! The index is kept on local disk (`reach/` in the data directory), one
+//! file per repository, written after each full walk of a clone, after
+//! garbage collection and incrementally after pushes. Garbage collection
+//! may delete objects, so an index is valid only for the pack generation
+//! it was written at. A file is replaced by atomic rename and carries a
+//! checksum; one that does not match is ignored (and rewritten by the
+//! next clone), never trusted.
+
+use super::plan::{self, PackPlan, PlanError, ShallowPlan};
+use super::request::FetchRequest;
+use crate::objects::Objects;
+use gix_hash::ObjectId;
+use gix_hashtable::HashSet;
+use nimbus_types::Ref;
+use sha2::{Digest, Sha256};
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+const MAGIC: &[u8] = b"NIMBUS REACH 1\n";
+const ID_LEN: usize = 20;
+const CHECKSUM_LEN: usize = 32;
+
+/// The objects reachable from some tips, at one pack generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReachSnapshot {
+    pub generation: i64,
+    /// Sorted, without duplicates.
+    pub tips: Vec<ObjectId>,
+    /// Every object a full clone of `tips` gets, without duplicates.
+    pub objects: Vec<ObjectId>,
+}
+
+/// Why an index file could not be read as one; the caller ignores it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReachFileError {
+    #[error("the reachability index is not in Nimbus's format")]
+    NotAnIndex,
+    #[error("the reachability index is truncated or has trailing bytes")]
+    WrongLength,
+    #[error("the reachability index does not match its checksum")]
+    Checksum,
+}
+
+impl ReachSnapshot {
+    /// The file's bytes: magic, generation, counts, tips, objects, then a
+    /// SHA-256 of all that.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            MAGIC.len() + 24 + (self.tips.len() + self.objects.len()) * ID_LEN + CHECKSUM_LEN,
+        );
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&(self.tips.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.objects.len() as u64).to_le_bytes());
+        for id in self.tips.iter().chain(&self.objects) {
+            out.extend_from_slice(id.as_bytes());
+        }
+        let checksum = Sha256::digest(&out);
+        out.extend_from_slice(&checksum);
+        out
+    }
+
+    /// Read what [`encode`](Self::encode) wrote; any other bytes are refused.
+    pub fn decode(bytes: &[u8]) -> Result<ReachSnapshot, ReachFileError> {
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or(ReachFileError::NotAnIndex)?;
+        if rest.len() < 24 + CHECKSUM_LEN {
+            return Err(ReachFileError::WrongLength);
+        }
+        let word = |at: usize| {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(&rest[at..at + 8]);
+            buf
+        };
+        let generation = i64::from_le_bytes(word(0));
+        let tips = u64::from_le_bytes(word(8));
+        let objects = u64::from_le_bytes(word(16));
+        let ids = tips
+            .checked_add(objects)
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| n.checked_mul(ID_LEN))
+            .ok_or(ReachFileError::WrongLength)?;
+        if rest.len() != 24 + ids + CHECKSUM_LEN {
+            return Err(ReachFileError::WrongLength);
+        }
+        let (content, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if Sha256::digest(content)[..] != *checksum {
+            return Err(ReachFileError::Checksum);
+        }
+        // Chunks of exactly 20 bytes: `from_bytes_or_panic` cannot panic.
+        let mut all = rest[24..24 + ids]
+            .chunks_exact(ID_LEN)
+            .map(ObjectId::from_bytes_or_panic);
+        let tips: Vec<ObjectId> = all.by_ref().take(tips as usize).collect();
+        Ok(ReachSnapshot {
+            generation,
+            tips,
+            objects: all.collect(),
+        })
+    }
+}
+
+/// The index files of every repository, in one directory.
+#[derive(Debug)]
+pub struct ReachIndex {
+    dir: PathBuf,
+}
+
+impl ReachIndex {
+    pub fn new(dir: PathBuf) -> io::Result<ReachIndex> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(ReachIndex { dir })
+    }
+
+    fn path(&self, repo_id: i64) -> PathBuf {
+        self.dir.join(format!("{repo_id}.reach"))
+    }
+
+    /// The repository's index if there is a valid one for `generation`.
+    /// A damaged file is logged and ignored.
+    pub fn load(&self, repo_id: i64, generation: i64) -> Option<ReachSnapshot> {
+        let bytes = match std::fs::read(self.path(repo_id)) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return None,
+            Err(error) => {
+                tracing::warn!(repo_id, error = %error, "cannot read the reachability index");
+                return None;
+            }
+        };
+        match ReachSnapshot::decode(&bytes) {
+            Ok(snapshot) if snapshot.generation == generation => Some(snapshot),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(repo_id, error = %error, "ignoring the reachability index");
+                None
+            }
+        }
+    }
+
+    /// Replace the repository's index by `snapshot` (atomically).
+    pub fn store(&self, repo_id: i64, snapshot: &ReachSnapshot) -> io::Result<()> {
+        let mut file = tempfile::Builder::new()
+            .prefix(".reach-")
+            .tempfile_in(&self.dir)?;
+        file.write_all(&snapshot.encode())?;
+        file.as_file().sync_data()?;
+        file.persist(self.path(repo_id))
+            .map(drop)
+            .map_err(|error| error.error)
+    }
+
+    /// Forget the repository's index (it was deleted).
+    pub fn remove(&self, repo_id: i64) {
+        let _ = std::fs::remove_file(self.path(repo_id));
+    }
+}
+
+/// Whether a request is a full clone, the only kind the index answers:
+/// nothing in common, no shallow boundaries, no filter.
+pub fn eligible(request: &FetchRequest, common: &[ObjectId], shallow: &ShallowPlan) -> bool {
+    let deepen = &request.deepen;
+    common.is_empty()
+        && request.filter.is_none()
+        && request.client_shallows.is_empty()
+        && deepen.depth.is_none()
+        && deepen.since.is_none()
+        && deepen.not.is_empty()
+        && !deepen.relative
+        && shallow.boundary.is_empty()
+        && shallow.extra_wants.is_empty()
+        && shallow.unshallow.is_empty()
+}
+
+/// A clone's plan and the index entry it makes.
+#[derive(Debug)]
+pub struct ClonePlan {
+    pub plan: PackPlan,
+    /// The wanted commits (sorted, without duplicates): the index's tips.
+    pub tips: Vec<ObjectId>,
+    /// Whether the plan started from the index rather than a full walk.
+    pub from_index: bool,
+}
+
+/// Plan a full clone (see [`eligible`]), from `index` when it applies.
+pub fn plan_clone(
+    objects: &mut Objects,
+    request: &FetchRequest,
+    shallow: &ShallowPlan,
+    refs: &[Ref],
+    index: Option<&ReachSnapshot>,
+) -> Result<ClonePlan, PlanError> {
+    if let Some(index) = index
+        && let Some(plan) = plan_from_index(objects, request, shallow, refs, index)?
+    {
+        return Ok(plan);
+    }
+    let planned = plan::plan_pack_detailed(objects, request, &[], shallow, refs)?;
+    Ok(ClonePlan {
+        tips: sorted(planned.want_commits),
+        plan: planned.plan,
+        from_index: false,
+    })
+}
+
+fn sorted(mut ids: Vec<ObjectId>) -> Vec<ObjectId> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The clone as the index's objects plus a walk of `wants --not tips`, or
+/// `None` if the index does not apply.
+fn plan_from_index(
+    objects: &mut Objects,
+    request: &FetchRequest,
+    shallow: &ShallowPlan,
+    refs: &[Ref],
+    index: &ReachSnapshot,
+) -> Result<Option<ClonePlan>, PlanError> {
+    // include-tag adds tags pointing into the pack; the walk below only
+    // sees new commits, so every tag must be wanted outright.
+    if request.include_tag
+        && refs
+            .iter()
+            .any(|r| r.peeled.is_some() && !request.wants.contains(&r.target))
+    {
+        return Ok(None);
+    }
+    let planned = plan::plan_pack_detailed(objects, request, &index.tips, shallow, refs)?;
+    if planned.wants_non_commits {
+        return Ok(None);
+    }
+    let reached: HashSet<ObjectId> = planned
+        .want_commits
+        .iter()
+        .chain(&planned.edges)
+        .copied()
+        .collect();
+    if !index.tips.iter().all(|tip| reached.contains(tip)) {
+        return Ok(None);
+    }
+    let new: HashSet<ObjectId> = planned.plan.objects.iter().copied().collect();
+    let mut all = Vec::with_capacity(index.objects.len() + new.len());
+    all.extend(index.objects.iter().filter(|id| !new.contains(*id)));
+    all.extend_from_slice(&planned.plan.objects);
+    Ok(Some(ClonePlan {
+        plan: PackPlan {
+            objects: all,
+            // The client has nothing: no delta may be thin.
+            client_has: HashSet::default(),
+            commit_count: planned.plan.commit_count,
+        },
+        tips: sorted(planned.want_commits),
+        from_index: true,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(byte: u8) -> ObjectId {
+        ObjectId::from_bytes_or_panic(&[byte; 20])
+    }
+
+    fn snapshot() -> ReachSnapshot {
+        ReachSnapshot {
+            generation: 7,
+            tips: vec![id(1), id(2)],
+            objects: vec![id(1), id(2), id(3), id(4)],
+        }
+    }
+
+    #[test]
+    fn files_round_trip_and_damage_is_refused() {
+        let encoded = snapshot().encode();
+        assert_eq!(ReachSnapshot::decode(&encoded), Ok(snapshot()));
+
+        assert_eq!(
+            ReachSnapshot::decode(b"something else"),
+            Err(ReachFileError::NotAnIndex)
+        );
+        for cut in [MAGIC.len(), MAGIC.len() + 30, encoded.len() - 1] {
+            assert_eq!(
+                ReachSnapshot::decode(&encoded[..cut]),
+                Err(ReachFileError::WrongLength),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = encoded.clone();
+        longer.push(0);
+        assert_eq!(
+            ReachSnapshot::decode(&longer),
+            Err(ReachFileError::WrongLength)
+        );
+        let mut flipped = encoded.clone();
+        let at = MAGIC.len() + 24 + 5;
+        flipped[at] ^= 1;
+        assert_eq!(
+            ReachSnapshot::decode(&flipped),
+            Err(ReachFileError::Checksum)
+        );
+        // Counts that overflow are a wrong length, not a panic.
+        let mut huge = encoded;
+        huge[MAGIC.len() + 8..MAGIC.len() + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            ReachSnapshot::decode(&huge),
+            Err(ReachFileError::WrongLength)
+        );
+    }
+
+    #[test]
+    fn the_index_is_per_repository_and_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = ReachIndex::new(dir.path().join("reach")).expect("create");
+        assert_eq!(index.load(1, 7), None);
+        index.store(1, &snapshot()).expect("store");
+        assert_eq!(index.load(1, 7), Some(snapshot()));
+        assert_eq!(index.load(1, 8), None, "another generation");
+        assert_eq!(index.load(2, 7), None, "another repository");
+        std::fs::write(dir.path().join("reach/1.reach"), b"NIMBUS REACH 1\ngarbage")
+            .expect("damage");
+        assert_eq!(index.load(1, 7), None, "a damaged file is ignored");
+        index.store(1, &snapshot()).expect("store again");
+        index.remove(1);
+        assert_eq!(index.load(1, 7), None);
+    }
+}
