@@ -418,9 +418,6 @@ impl Maintainer {
                     tracing::warn!(repo = %repo.name, error = %error, "cannot count packs")
                 }
             }
-            if let Err(error) = this.git.update_reach_index(&repo, false).await {
-                tracing::warn!(repo = %repo.name, error = %error, "updating the reachability index failed");
-            }
             this.refresh_bundle(&repo).await;
         });
     }
@@ -473,7 +470,7 @@ impl Maintainer {
         };
         if let Err(error) = self.git.maintain(repo, kind, self.config.grace).await {
             tracing::warn!(repo = %repo.name, ?kind, error = %error, "maintenance failed");
-        } else if let Err(error) = self.git.update_reach_index(repo, true).await {
+        } else if let Err(error) = self.git.update_reach_index(repo).await {
             tracing::warn!(repo = %repo.name, error = %error, "building the reachability index failed");
         }
     }

@@ -649,14 +649,10 @@ impl GitService {
     }
 
     /// Bring the repository's reachability index up to its refs: from the
-    /// existing index (a walk of what was pushed since), or, with `build`,
-    /// by a full walk when there is none for the current pack generation.
+    /// existing index (a walk of what was pushed since), or by a full walk
+    /// when there is none for the current pack generation (after gc).
     /// Returns whether an index was written.
-    pub async fn update_reach_index(
-        &self,
-        repo: &Repository,
-        build: bool,
-    ) -> Result<bool, ExportError> {
+    pub async fn update_reach_index(&self, repo: &Repository) -> Result<bool, ExportError> {
         let Some(reach) = self.config.reach.clone() else {
             return Ok(false);
         };
@@ -667,9 +663,6 @@ impl GitService {
         let repo_id = repo.id.0;
         let updated = tokio::task::spawn_blocking(move || -> Result<bool, ExportError> {
             let existing = reach.load(repo_id, snapshot.pack_generation);
-            if existing.is_none() && !build {
-                return Ok(false);
-            }
             // What a clone of every ref asks for.
             let request = upload_pack::request::FetchRequest {
                 wants: snapshot.refs.iter().map(|r| r.target).collect(),

@@ -26,6 +26,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// mimalloc returns freed memory to the system, where glibc's arenas kept
+/// hundreds of MiB after a large clone or push (see docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Nimbus: a self-hosted git server. Every option can also be set through
 /// the environment variable shown with it.
 #[derive(Parser, Debug)]
@@ -954,7 +959,7 @@ async fn repo_command(storage: &StorageArgs, command: &RepoCommand) -> Result<()
                 MaintenanceKind::CollectGarbage
             };
             let report = app.git.maintain(&repo, kind, grace.gc_grace).await?;
-            app.git.update_reach_index(&repo, true).await?;
+            app.git.update_reach_index(&repo).await?;
             if let Some(reason) = &report.skipped {
                 println!("packs left as they were: {reason}");
             }

@@ -11,8 +11,10 @@
 //! objects the refs no longer reach.
 //!
 //! The index is kept on local disk (`reach/` in the data directory), one
-//! file per repository, written after each full walk of a clone, after
-//! garbage collection and incrementally after pushes. Garbage collection
+//! file per repository, written by garbage collection (a full walk) and by
+//! every full clone whose wants differ from the index's tips (the index
+//! plus a walk of what was pushed since), so it follows the refs as clones
+//! come. Garbage collection
 //! may delete objects, so an index is valid only for the pack generation
 //! it was written at. A file is replaced by atomic rename and carries a
 //! checksum; one that does not match is ignored (and rewritten by the
