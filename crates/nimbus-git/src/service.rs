@@ -325,6 +325,7 @@ impl GitService {
                             recompressed = pack.recompressed,
                             from_cache = pack.from_cache,
                             from_index = pack.from_index,
+                            sizes_from_pack_index = pack.sizes_from_pack_index,
                             "sent pack"
                         );
                     }

@@ -385,6 +385,8 @@ fn clones_planned_from_the_reachability_index_get_what_git_sends() {
         let (response, pack) = f.served_with(2, &body, None, Some(&index));
         let pack = pack.expect("a pack was sent");
         assert_eq!(pack.from_index, expect_from_index, "wants {wants:?}");
+        // The fixture is one pack, and clones send most of it.
+        assert!(pack.sizes_from_pack_index, "wants {wants:?}");
         assert_eq!(
             pack_objects(&f, &response),
             pack_objects(&f, &f.gits(2, &body)),
@@ -411,6 +413,22 @@ fn clones_planned_from_the_reachability_index_get_what_git_sends() {
     check(&["main"], false);
     // The same tips again: the index is used and left as it is.
     check(&["main"], true);
+
+    // A fetch of one commit sends a few objects of the pack: their sizes
+    // are found by inflating them, not by reading the whole pack index.
+    let fetch = v2_fetch(&[
+        format!("want {}", f.id("main")),
+        format!("have {}", f.id("main~1")),
+        "ofs-delta".into(),
+        "done".into(),
+    ]);
+    let (response, pack) = f.served_with(2, &fetch, None, Some(&index));
+    let pack = pack.expect("a pack was sent");
+    assert!(!pack.from_index && !pack.sizes_from_pack_index);
+    assert_eq!(
+        pack_objects(&f, &response),
+        pack_objects(&f, &f.gits(2, &fetch))
+    );
 }
 
 #[test]

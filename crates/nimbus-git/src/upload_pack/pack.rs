@@ -39,6 +39,8 @@ pub struct PackStats {
     pub from_cache: bool,
     /// Planned from the reachability index rather than a full walk.
     pub from_index: bool,
+    /// Entry sizes were read from the pack index, not found by inflating.
+    pub sizes_from_pack_index: bool,
 }
 
 /// Stop filling a chunk of entries once it holds this many compressed bytes.
@@ -75,6 +77,71 @@ fn locate(db: &gix_odb::HandleArc, counts: &mut [output::Count]) -> Result<(), P
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     })
+}
+
+/// Find where each object lives from the pack index alone, when the
+/// repository is one pack and most of it is to be sent (clones): an entry
+/// ends where the next one by offset starts, so nothing is inflated, where
+/// [`locate`] inflates every entry (most of a clone's time once the
+/// reachability index spared the walk). Returns `false`, having done
+/// nothing, when it does not apply.
+fn locate_from_index(
+    db: &gix_odb::HandleArc,
+    counts: &mut [output::Count],
+) -> Result<bool, PackError> {
+    let pack_dir = db.store_ref().path().join("pack");
+    let Ok(listing) = std::fs::read_dir(&pack_dir) else {
+        return Ok(false);
+    };
+    let mut indexes = listing
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "idx"));
+    let (Some(index_path), None) = (indexes.next(), indexes.next()) else {
+        return Ok(false);
+    };
+    let index = gix_pack::index::File::at(&index_path, gix_hash::Kind::Sha1).map_err(|error| {
+        PackError::Generate(gix_error::ErrorExt::raise(gix_error::message!("{error}")))
+    })?;
+    let total = index.num_objects();
+    if total == 0 || (counts.len() as u64).saturating_mul(4) < u64::from(total) {
+        return Ok(false);
+    }
+    let pack_len = std::fs::metadata(index_path.with_extension("pack"))
+        .map_err(PackError::Write)?
+        .len();
+    // The pack's last entry ends before its trailing checksum.
+    let end = pack_len.saturating_sub(20);
+    let mut offsets: Vec<u64> = (0..total).map(|i| index.pack_offset_at_index(i)).collect();
+    offsets.sort_unstable();
+    // The database's id for its only pack.
+    let mut buf = Vec::new();
+    let probe = index.oid_at_index(0).to_owned();
+    let Some(probed) = db
+        .location_by_oid(&probe, &mut buf)
+        .map_err(PackError::Generate)?
+    else {
+        return Ok(false);
+    };
+    for count in counts.iter_mut() {
+        let Some(at) = index.lookup(count.id) else {
+            continue;
+        };
+        let offset = index.pack_offset_at_index(at);
+        let next = match offsets.binary_search(&offset) {
+            Ok(position) => offsets.get(position + 1).copied().unwrap_or(end),
+            Err(_) => return Ok(false),
+        };
+        let Ok(entry_size) = usize::try_from(next.saturating_sub(offset)) else {
+            return Ok(false);
+        };
+        count.entry_pack_location =
+            output::count::PackLocation::LookedUp(Some(gix_pack::data::entry::Location {
+                pack_id: probed.pack_id,
+                pack_offset: offset,
+                entry_size,
+            }));
+    }
+    Ok(true)
 }
 
 fn location(count: &output::Count) -> Option<&gix_pack::data::entry::Location> {
@@ -204,7 +271,10 @@ pub fn write_pack(
             entry_pack_location: output::count::PackLocation::NotLookedUp,
         })
         .collect();
-    locate(&db, &mut counts)?;
+    let sizes_from_pack_index = locate_from_index(&db, &mut counts)?;
+    if !sizes_from_pack_index {
+        locate(&db, &mut counts)?;
+    }
     // A pack's header announces its object count, so a missing object must
     // be found now: discovered mid-stream it would make the pack corrupt.
     // (Objects outside packs, which Nimbus never stores, would be
@@ -243,6 +313,7 @@ pub fn write_pack(
         buf: Vec::new(),
         stats: PackStats {
             objects: plan.objects.len(),
+            sizes_from_pack_index,
             ..PackStats::default()
         },
     };
