@@ -183,10 +183,17 @@ pub struct CommitInfo {
     pub time: i64,
 }
 
+/// Where commits parsed earlier can be looked up without reading the
+/// object (the repository's commit graph, see `upload_pack::reach`).
+pub trait CommitSource: Send + Sync {
+    fn commit_info(&self, id: &ObjectId) -> Option<CommitInfo>;
+}
+
 /// Look up objects through a handle, with parsed commits cached.
 pub struct Objects {
     pub handle: gix_odb::HandleArc,
     commits: HashMap<ObjectId, Option<CommitInfo>>,
+    graph: Option<std::sync::Arc<dyn CommitSource>>,
     buf: Vec<u8>,
 }
 
@@ -195,8 +202,22 @@ impl Objects {
         Objects {
             handle,
             commits: HashMap::new(),
+            graph: None,
             buf: Vec::new(),
         }
+    }
+
+    /// Commits found in `graph` are not read from the object database.
+    pub fn with_graph(mut self, graph: Option<std::sync::Arc<dyn CommitSource>>) -> Self {
+        self.graph = graph;
+        self
+    }
+
+    /// Every commit parsed so far (by [`Self::commit`]).
+    pub fn parsed_commits(&self) -> impl Iterator<Item = (&ObjectId, &CommitInfo)> {
+        self.commits
+            .iter()
+            .filter_map(|(id, info)| info.as_ref().map(|info| (id, info)))
     }
 
     /// Whether the object exists.
@@ -235,6 +256,10 @@ impl Objects {
     /// The parsed commit, or `None` if `id` is missing or not a commit.
     pub fn commit(&mut self, id: &ObjectId) -> Result<Option<&CommitInfo>, ObjectError> {
         if !self.commits.contains_key(id) {
+            if let Some(info) = self.graph.as_ref().and_then(|g| g.commit_info(id)) {
+                self.commits.insert(*id, Some(info));
+                return Ok(self.commits.get(id).and_then(|c| c.as_ref()));
+            }
             let info = match self.handle.try_find(id, &mut self.buf) {
                 Ok(Some(data)) if data.kind == gix_object::Kind::Commit => {
                     let commit = gix_object::CommitRef::from_bytes(data.data, gix_hash::Kind::Sha1)

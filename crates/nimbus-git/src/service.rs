@@ -303,6 +303,10 @@ impl GitService {
                 clone_packs: clone_packs.as_deref(),
                 pack_generation: snapshot.pack_generation,
                 reach: reach.as_deref(),
+                commit_graph: reach
+                    .as_ref()
+                    .and_then(|r| r.graph(repo_id, snapshot.pack_generation))
+                    .map(|graph| graph as Arc<dyn crate::objects::CommitSource>),
             };
             let result = if version == ProtocolVersion::V2 {
                 upload_pack::serve_v2(&view, &body, &mut out)
@@ -680,6 +684,16 @@ impl GitService {
                 &snapshot.refs,
                 existing.as_ref(),
             )?;
+            if !clone.from_index {
+                // A full walk parsed every commit: keep them.
+                let graph = upload_pack::reach::CommitGraph::build(
+                    snapshot.pack_generation,
+                    objects.parsed_commits(),
+                );
+                reach
+                    .store_graph(repo_id, &graph)
+                    .map_err(ServiceError::from)?;
+            }
             if existing.is_some_and(|e| e.tips == clone.tips) {
                 return Ok(false);
             }

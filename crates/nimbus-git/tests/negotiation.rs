@@ -7,13 +7,18 @@ use bstr::ByteSlice;
 use gix_hash::ObjectId;
 use nimbus_git::advertise::Head;
 use nimbus_git::objects::ObjectDb;
+use nimbus_git::objects::{CommitSource, Objects};
 use nimbus_git::pktline::{Packet, decode, write_delim, write_flush, write_line};
 use nimbus_git::upload_pack::pack::PackStats;
+use nimbus_git::upload_pack::plan::{ShallowPlan, plan_pack};
+use nimbus_git::upload_pack::reach::CommitGraph;
+use nimbus_git::upload_pack::request::FetchRequest;
 use nimbus_git::upload_pack::{ClonePackCache, ReachIndex, RepoView, serve_v0, serve_v2};
 use nimbus_types::{Ref, RefName};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -63,7 +68,7 @@ impl Fixture {
 
     /// The engine's response, and whether its pack came from `cache`.
     fn served(&self, version: u8, body: &[u8], cache: Option<&ClonePackCache>) -> (Vec<u8>, bool) {
-        let (out, pack) = self.served_with(version, body, cache, None);
+        let (out, pack) = self.served_with(version, body, cache, None, None);
         (out, pack.is_some_and(|pack| pack.from_cache))
     }
 
@@ -74,6 +79,7 @@ impl Fixture {
         body: &[u8],
         cache: Option<&ClonePackCache>,
         reach: Option<&ReachIndex>,
+        commit_graph: Option<Arc<dyn CommitSource>>,
     ) -> (Vec<u8>, Option<PackStats>) {
         let view = RepoView {
             db: &self.db,
@@ -83,6 +89,7 @@ impl Fixture {
             clone_packs: cache,
             pack_generation: 1,
             reach,
+            commit_graph,
         };
         let mut out = Vec::new();
         let summary = if version == 2 {
@@ -368,6 +375,45 @@ fn pack_objects(fixture: &Fixture, response: &[u8]) -> Vec<String> {
 }
 
 #[test]
+fn negotiation_from_the_commit_graph_matches_git() {
+    let f = Fixture::new();
+    // Parse every commit once, as garbage collection does.
+    let mut objects = Objects::new(f.db.handle());
+    let clone = FetchRequest {
+        wants: vec![f.id("main"), f.id("topic")],
+        done: true,
+        ..Default::default()
+    };
+    plan_pack(&mut objects, &clone, &[], &ShallowPlan::default(), &f.refs).expect("plan");
+    let graph = CommitGraph::build(1, objects.parsed_commits());
+    assert_eq!(graph.len(), 6, "every commit of the fixture");
+    let graph: Arc<dyn CommitSource> = Arc::new(graph);
+    let want = format!("want {}", f.id("topic"));
+    for args in [
+        vec![want.clone(), format!("have {}", f.id("main"))],
+        vec![
+            want.clone(),
+            format!("have {}", f.id("main")),
+            format!("have {}", f.id("main~2")),
+        ],
+        vec![want.clone(), "deepen 2".into(), "done".into()],
+        vec![
+            format!("want {}", f.id("main")),
+            format!("have {}", f.id("main~3")),
+            "done".into(),
+        ],
+    ] {
+        let body = v2_fetch(&args);
+        let (ours, pack) = f.served_with(2, &body, None, None, Some(graph.clone()));
+        let gits = f.gits(2, &body);
+        assert_eq!(lines(&ours), lines(&gits), "{args:?}");
+        if pack.is_some() {
+            assert_eq!(pack_objects(&f, &ours), pack_objects(&f, &gits), "{args:?}");
+        }
+    }
+}
+
+#[test]
 fn clones_planned_from_the_reachability_index_get_what_git_sends() {
     let f = Fixture::new();
     let directory = tempfile::tempdir().expect("tempdir");
@@ -382,7 +428,7 @@ fn clones_planned_from_the_reachability_index_get_what_git_sends() {
     };
     let check = |wants: &[&str], expect_from_index: bool| {
         let body = clone_of(wants);
-        let (response, pack) = f.served_with(2, &body, None, Some(&index));
+        let (response, pack) = f.served_with(2, &body, None, Some(&index), None);
         let pack = pack.expect("a pack was sent");
         assert_eq!(pack.from_index, expect_from_index, "wants {wants:?}");
         // The fixture is one pack, and clones send most of it.
@@ -422,7 +468,7 @@ fn clones_planned_from_the_reachability_index_get_what_git_sends() {
         "ofs-delta".into(),
         "done".into(),
     ]);
-    let (response, pack) = f.served_with(2, &fetch, None, Some(&index));
+    let (response, pack) = f.served_with(2, &fetch, None, Some(&index), None);
     let pack = pack.expect("a pack was sent");
     assert!(!pack.from_index && !pack.sizes_from_pack_index);
     assert_eq!(

@@ -343,6 +343,10 @@ fn clones_after_gc_and_pushes_are_planned_from_the_reachability_index() {
     // Garbage collection builds the index.
     nimbus_cli(&server, &["repo", "gc", "indexed"]);
     assert!(index.exists(), "gc wrote no reachability index");
+    assert!(
+        server.data_dir().join("reach/1.graph").exists(),
+        "gc wrote no commit graph"
+    );
     let after_gc = std::fs::read(&index).expect("read the index");
 
     // A push after it; the next clone starts from the index, walks only the

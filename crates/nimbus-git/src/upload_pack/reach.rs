@@ -22,13 +22,16 @@
 
 use super::plan::{self, PackPlan, PlanError, ShallowPlan};
 use super::request::FetchRequest;
-use crate::objects::Objects;
+use crate::objects::{CommitInfo, CommitSource, Objects};
 use gix_hash::ObjectId;
 use gix_hashtable::HashSet;
 use nimbus_types::Ref;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 const MAGIC: &[u8] = b"NIMBUS REACH 1\n";
 const ID_LEN: usize = 20;
@@ -115,20 +118,191 @@ impl ReachSnapshot {
     }
 }
 
+const GRAPH_MAGIC: &[u8] = b"NIMBUS GRAPH 1\n";
+/// id, tree, time, parent count, two parents.
+const RECORD_LEN: usize = ID_LEN * 2 + 8 + 1 + ID_LEN * 2;
+
+/// A repository's commits, parsed once, for walks that would otherwise
+/// inflate every commit they pass (negotiation, the commits of a pack):
+/// fixed-size records sorted by id, found by binary search. Commits with
+/// more than two parents are left out (read from the objects instead), as
+/// are commits newer than the graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitGraph {
+    pub generation: i64,
+    records: Vec<u8>,
+}
+
+impl CommitGraph {
+    pub fn build<'a>(
+        generation: i64,
+        commits: impl IntoIterator<Item = (&'a ObjectId, &'a CommitInfo)>,
+    ) -> CommitGraph {
+        let mut sorted: Vec<(&ObjectId, &CommitInfo)> = commits
+            .into_iter()
+            .filter(|(_, info)| info.parents.len() <= 2)
+            .collect();
+        sorted.sort_unstable_by_key(|(id, _)| **id);
+        sorted.dedup_by_key(|(id, _)| **id);
+        let mut records = Vec::with_capacity(sorted.len() * RECORD_LEN);
+        for (id, info) in sorted {
+            records.extend_from_slice(id.as_bytes());
+            records.extend_from_slice(info.tree.as_bytes());
+            records.extend_from_slice(&info.time.to_le_bytes());
+            records.push(info.parents.len() as u8);
+            for slot in 0..2 {
+                match info.parents.get(slot) {
+                    Some(parent) => records.extend_from_slice(parent.as_bytes()),
+                    None => records.extend_from_slice(&[0; ID_LEN]),
+                }
+            }
+        }
+        CommitGraph {
+            generation,
+            records,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len() / RECORD_LEN
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn record(&self, index: usize) -> &[u8] {
+        &self.records[index * RECORD_LEN..(index + 1) * RECORD_LEN]
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(GRAPH_MAGIC.len() + 8 + self.records.len() + 32);
+        out.extend_from_slice(GRAPH_MAGIC);
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.records);
+        let checksum = Sha256::digest(&out);
+        out.extend_from_slice(&checksum);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<CommitGraph, ReachFileError> {
+        let rest = bytes
+            .strip_prefix(GRAPH_MAGIC)
+            .ok_or(ReachFileError::NotAnIndex)?;
+        if rest.len() < 8 + CHECKSUM_LEN
+            || !(rest.len() - 8 - CHECKSUM_LEN).is_multiple_of(RECORD_LEN)
+        {
+            return Err(ReachFileError::WrongLength);
+        }
+        let (content, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if Sha256::digest(content)[..] != *checksum {
+            return Err(ReachFileError::Checksum);
+        }
+        let mut generation = [0u8; 8];
+        generation.copy_from_slice(&rest[..8]);
+        let graph = CommitGraph {
+            generation: i64::from_le_bytes(generation),
+            records: rest[8..rest.len() - CHECKSUM_LEN].to_vec(),
+        };
+        let sorted =
+            (1..graph.len()).all(|i| graph.record(i - 1)[..ID_LEN] < graph.record(i)[..ID_LEN]);
+        if !sorted {
+            return Err(ReachFileError::NotAnIndex);
+        }
+        Ok(graph)
+    }
+}
+
+impl CommitSource for CommitGraph {
+    fn commit_info(&self, id: &ObjectId) -> Option<CommitInfo> {
+        let wanted = id.as_bytes();
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let middle = (low + high) / 2;
+            let record = self.record(middle);
+            match record[..ID_LEN].cmp(wanted) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => {
+                    let id_at = |at: usize| ObjectId::from_bytes_or_panic(&record[at..at + ID_LEN]);
+                    let mut time = [0u8; 8];
+                    time.copy_from_slice(&record[2 * ID_LEN..2 * ID_LEN + 8]);
+                    let count = usize::from(record[2 * ID_LEN + 8]).min(2);
+                    let parents_at = 2 * ID_LEN + 9;
+                    return Some(CommitInfo {
+                        tree: id_at(ID_LEN),
+                        parents: (0..count)
+                            .map(|slot| id_at(parents_at + slot * ID_LEN))
+                            .collect(),
+                        time: i64::from_le_bytes(time),
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
 /// The index files of every repository, in one directory.
 #[derive(Debug)]
 pub struct ReachIndex {
     dir: PathBuf,
+    /// Commit graphs read from disk, by repository: kept while the file's
+    /// modification time is unchanged.
+    graphs: Mutex<HashMap<i64, (SystemTime, Arc<CommitGraph>)>>,
 }
 
 impl ReachIndex {
     pub fn new(dir: PathBuf) -> io::Result<ReachIndex> {
         std::fs::create_dir_all(&dir)?;
-        Ok(ReachIndex { dir })
+        Ok(ReachIndex {
+            dir,
+            graphs: Mutex::new(HashMap::new()),
+        })
     }
 
     fn path(&self, repo_id: i64) -> PathBuf {
         self.dir.join(format!("{repo_id}.reach"))
+    }
+
+    fn graph_path(&self, repo_id: i64) -> PathBuf {
+        self.dir.join(format!("{repo_id}.graph"))
+    }
+
+    /// The repository's commit graph for `generation`, if there is one.
+    pub fn graph(&self, repo_id: i64, generation: i64) -> Option<Arc<CommitGraph>> {
+        let path = self.graph_path(repo_id);
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+        let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, graph)) = graphs.get(&repo_id)
+            && *seen == modified
+        {
+            return (graph.generation == generation).then(|| graph.clone());
+        }
+        let graph = match std::fs::read(&path).map(|bytes| CommitGraph::decode(&bytes)) {
+            Ok(Ok(graph)) => Arc::new(graph),
+            Ok(Err(error)) => {
+                tracing::warn!(repo_id, error = %error, "ignoring the commit graph");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        graphs.insert(repo_id, (modified, graph.clone()));
+        (graph.generation == generation).then_some(graph)
+    }
+
+    /// Replace the repository's commit graph (atomically).
+    pub fn store_graph(&self, repo_id: i64, graph: &CommitGraph) -> io::Result<()> {
+        self.write_atomically(self.graph_path(repo_id), &graph.encode())
+    }
+
+    fn write_atomically(&self, path: PathBuf, bytes: &[u8]) -> io::Result<()> {
+        let mut file = tempfile::Builder::new()
+            .prefix(".reach-")
+            .tempfile_in(&self.dir)?;
+        file.write_all(bytes)?;
+        file.as_file().sync_data()?;
+        file.persist(path).map(drop).map_err(|error| error.error)
     }
 
     /// The repository's index if there is a valid one for `generation`.
@@ -154,19 +328,17 @@ impl ReachIndex {
 
     /// Replace the repository's index by `snapshot` (atomically).
     pub fn store(&self, repo_id: i64, snapshot: &ReachSnapshot) -> io::Result<()> {
-        let mut file = tempfile::Builder::new()
-            .prefix(".reach-")
-            .tempfile_in(&self.dir)?;
-        file.write_all(&snapshot.encode())?;
-        file.as_file().sync_data()?;
-        file.persist(self.path(repo_id))
-            .map(drop)
-            .map_err(|error| error.error)
+        self.write_atomically(self.path(repo_id), &snapshot.encode())
     }
 
-    /// Forget the repository's index (it was deleted).
+    /// Forget the repository's index and commit graph (it was deleted).
     pub fn remove(&self, repo_id: i64) {
         let _ = std::fs::remove_file(self.path(repo_id));
+        let _ = std::fs::remove_file(self.graph_path(repo_id));
+        self.graphs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&repo_id);
     }
 }
 
@@ -322,6 +494,51 @@ mod tests {
             ReachSnapshot::decode(&huge),
             Err(ReachFileError::WrongLength)
         );
+    }
+
+    #[test]
+    fn commit_graphs_answer_like_the_commits_and_refuse_damage() {
+        let info = |tree: u8, parents: &[u8], time: i64| CommitInfo {
+            tree: id(tree),
+            parents: parents.iter().map(|p| id(*p)).collect(),
+            time,
+        };
+        let commits = vec![
+            (id(9), info(90, &[8, 7], 1_700_000_009)),
+            (id(8), info(80, &[], -5)),
+            (id(7), info(70, &[8], 1_700_000_007)),
+            (id(6), info(60, &[9, 8, 7], 1)),
+        ];
+        let graph = CommitGraph::build(3, commits.iter().map(|(id, info)| (id, info)));
+        assert_eq!(graph.len(), 3, "octopus merges are left out");
+        for (commit, expected) in &commits[..3] {
+            let found = graph.commit_info(commit).expect("in the graph");
+            assert_eq!(
+                (found.tree, &found.parents, found.time),
+                (expected.tree, &expected.parents, expected.time)
+            );
+        }
+        assert!(graph.commit_info(&id(6)).is_none());
+        assert!(graph.commit_info(&id(1)).is_none());
+
+        let encoded = graph.encode();
+        assert_eq!(CommitGraph::decode(&encoded), Ok(graph.clone()));
+        assert_eq!(
+            CommitGraph::decode(&encoded[..encoded.len() - 1]),
+            Err(ReachFileError::WrongLength)
+        );
+        let mut flipped = encoded.clone();
+        flipped[GRAPH_MAGIC.len() + 8 + 3] ^= 1;
+        assert_eq!(CommitGraph::decode(&flipped), Err(ReachFileError::Checksum));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = ReachIndex::new(dir.path().to_owned()).expect("index");
+        assert!(index.graph(1, 3).is_none());
+        index.store_graph(1, &graph).expect("store");
+        assert_eq!(index.graph(1, 3).as_deref(), Some(&graph));
+        assert!(index.graph(1, 4).is_none(), "another generation");
+        index.remove(1);
+        assert!(index.graph(1, 3).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::plan::{self, Negotiation, PlanError, ShallowPlan};
 use super::reach::{self, ReachIndex, ReachSnapshot};
 use super::request::{self, FetchRequest, MultiAck, RequestError, SideBand};
 use crate::advertise::{Head, write_ls_refs};
-use crate::objects::{ObjectDb, Objects};
+use crate::objects::{CommitSource, ObjectDb, Objects};
 use crate::pktline::{
     Band, MAX_SIDEBAND_DATA_LEN, SMALL_SIDEBAND_DATA_LEN, SidebandWriter, write_delim, write_flush,
     write_line, write_sideband,
@@ -17,6 +17,7 @@ use crate::pktline::{
 use gix_hash::ObjectId;
 use nimbus_types::Ref;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 /// What a repository looks like to one request.
 pub struct RepoView<'a> {
@@ -32,6 +33,8 @@ pub struct RepoView<'a> {
     pub pack_generation: i64,
     /// Full clones are planned from, and update, this index.
     pub reach: Option<&'a ReachIndex>,
+    /// The repository's commits, parsed (from `reach`).
+    pub commit_graph: Option<Arc<dyn CommitSource>>,
 }
 
 /// A failure to serve, before any pack data was sent.
@@ -290,7 +293,7 @@ fn serve_v0_inner(
         // Nothing wanted (e.g. everything up to date): git sends nothing.
         return Ok(summary);
     }
-    let mut objects = Objects::new(view.db.handle());
+    let mut objects = Objects::new(view.db.handle()).with_graph(view.commit_graph.clone());
     let wanted = want_commits(&mut objects, &request.wants)?;
     let shallow = plan::plan_shallow(&mut objects, &request, &wanted, view.refs)?;
     if request.deepen.is_requested() {
@@ -432,7 +435,7 @@ fn fetch_v2(
         command: "fetch",
         ..Summary::default()
     };
-    let mut objects = Objects::new(view.db.handle());
+    let mut objects = Objects::new(view.db.handle()).with_graph(view.commit_graph.clone());
     let wanted = want_commits(&mut objects, &request.wants)?;
     let mut lines = Lines {
         out,
