@@ -503,7 +503,7 @@ mod tests {
             parents: parents.iter().map(|p| id(*p)).collect(),
             time,
         };
-        let commits = vec![
+        let commits = [
             (id(9), info(90, &[8, 7], 1_700_000_009)),
             (id(8), info(80, &[], -5)),
             (id(7), info(70, &[8], 1_700_000_007)),
