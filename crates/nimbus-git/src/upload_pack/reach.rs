@@ -58,23 +58,38 @@ pub enum ReachFileError {
     Checksum,
 }
 
+/// Both files' framing: `magic`, then what `body` writes, then a SHA-256
+/// of all that.
+fn sealed(magic: &[u8], capacity: usize, body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(magic.len() + capacity + CHECKSUM_LEN);
+    out.extend_from_slice(magic);
+    body(&mut out);
+    let checksum = Sha256::digest(&out);
+    out.extend_from_slice(&checksum);
+    out
+}
+
+/// Whether a file of [`sealed`]'s framing ends with the checksum of the rest.
+fn checksum_matches(bytes: &[u8]) -> bool {
+    bytes.len() >= CHECKSUM_LEN && {
+        let (content, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        Sha256::digest(content)[..] == *checksum
+    }
+}
+
 impl ReachSnapshot {
     /// The file's bytes: magic, generation, counts, tips, objects, then a
     /// SHA-256 of all that.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            MAGIC.len() + 24 + (self.tips.len() + self.objects.len()) * ID_LEN + CHECKSUM_LEN,
-        );
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.generation.to_le_bytes());
-        out.extend_from_slice(&(self.tips.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.objects.len() as u64).to_le_bytes());
-        for id in self.tips.iter().chain(&self.objects) {
-            out.extend_from_slice(id.as_bytes());
-        }
-        let checksum = Sha256::digest(&out);
-        out.extend_from_slice(&checksum);
-        out
+        let ids = self.tips.len() + self.objects.len();
+        sealed(MAGIC, 24 + ids * ID_LEN, |out| {
+            out.extend_from_slice(&self.generation.to_le_bytes());
+            out.extend_from_slice(&(self.tips.len() as u64).to_le_bytes());
+            out.extend_from_slice(&(self.objects.len() as u64).to_le_bytes());
+            for id in self.tips.iter().chain(&self.objects) {
+                out.extend_from_slice(id.as_bytes());
+            }
+        })
     }
 
     /// Read what [`encode`](Self::encode) wrote; any other bytes are refused.
@@ -101,8 +116,7 @@ impl ReachSnapshot {
         if rest.len() != 24 + ids + CHECKSUM_LEN {
             return Err(ReachFileError::WrongLength);
         }
-        let (content, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if Sha256::digest(content)[..] != *checksum {
+        if !checksum_matches(bytes) {
             return Err(ReachFileError::Checksum);
         }
         // Chunks of exactly 20 bytes: `from_bytes_or_panic` cannot panic.
@@ -176,13 +190,10 @@ impl CommitGraph {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(GRAPH_MAGIC.len() + 8 + self.records.len() + 32);
-        out.extend_from_slice(GRAPH_MAGIC);
-        out.extend_from_slice(&self.generation.to_le_bytes());
-        out.extend_from_slice(&self.records);
-        let checksum = Sha256::digest(&out);
-        out.extend_from_slice(&checksum);
-        out
+        sealed(GRAPH_MAGIC, 8 + self.records.len(), |out| {
+            out.extend_from_slice(&self.generation.to_le_bytes());
+            out.extend_from_slice(&self.records);
+        })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<CommitGraph, ReachFileError> {
@@ -194,8 +205,7 @@ impl CommitGraph {
         {
             return Err(ReachFileError::WrongLength);
         }
-        let (content, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if Sha256::digest(content)[..] != *checksum {
+        if !checksum_matches(bytes) {
             return Err(ReachFileError::Checksum);
         }
         let mut generation = [0u8; 8];
