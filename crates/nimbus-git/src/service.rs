@@ -330,6 +330,7 @@ impl GitService {
                             from_cache = pack.from_cache,
                             from_index = pack.from_index,
                             sizes_from_pack_index = pack.sizes_from_pack_index,
+                            whole_pack = pack.whole_pack,
                             "sent pack"
                         );
                     }

@@ -426,13 +426,18 @@ fn clones_planned_from_the_reachability_index_get_what_git_sends() {
         args.extend(["ofs-delta".into(), "include-tag".into(), "done".into()]);
         v2_fetch(&args)
     };
-    let check = |wants: &[&str], expect_from_index: bool| {
+    let check = |wants: &[&str], expect_from_index: bool, expect_whole_pack: bool| {
         let body = clone_of(wants);
         let (response, pack) = f.served_with(2, &body, None, Some(&index), None);
         let pack = pack.expect("a pack was sent");
         assert_eq!(pack.from_index, expect_from_index, "wants {wants:?}");
-        // The fixture is one pack, and clones send most of it.
-        assert!(pack.sizes_from_pack_index, "wants {wants:?}");
+        // The fixture is one pack, and clones send most of it: all of it
+        // as it is, or entries located from the pack index.
+        assert_eq!(pack.whole_pack, expect_whole_pack, "wants {wants:?}");
+        assert_eq!(
+            pack.sizes_from_pack_index, !expect_whole_pack,
+            "wants {wants:?}"
+        );
         assert_eq!(
             pack_objects(&f, &response),
             pack_objects(&f, &f.gits(2, &body)),
@@ -441,7 +446,7 @@ fn clones_planned_from_the_reachability_index_get_what_git_sends() {
         assert!(!response.is_empty());
     };
     // No index yet: a full walk, which writes one for main~2.
-    check(&["main~2"], false);
+    check(&["main~2"], false, false);
     let written = index.load(1, 1).expect("the clone wrote an index");
     assert_eq!(written.tips, [f.id("main~2")]);
     assert_eq!(
@@ -450,15 +455,19 @@ fn clones_planned_from_the_reachability_index_get_what_git_sends() {
         "only for the pack generation it was made at"
     );
     // main moved on (and topic forked from main~2): planned from the index.
-    check(&["main", "topic"], true);
+    check(&["main", "topic"], true, true);
     let tips = index.load(1, 1).expect("rewritten").tips;
     let mut expected = vec![f.id("main"), f.id("topic")];
     expected.sort();
     assert_eq!(tips, expected, "the index follows the last clone");
+    // main and topic reach every object of the fixture's pack: the pack
+    // file itself was sent (and git's index-pack took it above). The
+    // clones of main~2 and of main below reach fewer: their packs are
+    // generated, never the whole file with objects they do not reach.
     // A clone without topic would get topic's objects from the index: a full walk.
-    check(&["main"], false);
+    check(&["main"], false, false);
     // The same tips again: the index is used and left as it is.
-    check(&["main"], true);
+    check(&["main"], true, false);
 
     // A fetch of one commit sends a few objects of the pack: their sizes
     // are found by inflating them, not by reading the whole pack index.

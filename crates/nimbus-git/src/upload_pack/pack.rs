@@ -11,8 +11,9 @@ use gix_pack::Find as _;
 use gix_pack::data::output;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::path::PathBuf;
 
 /// Why a pack could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,9 @@ pub struct PackStats {
     pub from_index: bool,
     /// Entry sizes were read from the pack index, not found by inflating.
     pub sizes_from_pack_index: bool,
+    /// The repository's only pack was sent as it is (it held exactly the
+    /// objects to send).
+    pub whole_pack: bool,
 }
 
 /// Stop filling a chunk of entries once it holds this many compressed bytes.
@@ -79,6 +83,72 @@ fn locate(db: &gix_odb::HandleArc, counts: &mut [output::Count]) -> Result<(), P
     })
 }
 
+/// The index of the repository's pack, when it has exactly one.
+fn only_pack_index(
+    db: &gix_odb::HandleArc,
+) -> Result<Option<(PathBuf, gix_pack::index::File)>, PackError> {
+    let pack_dir = db.store_ref().path().join("pack");
+    let Ok(listing) = std::fs::read_dir(&pack_dir) else {
+        return Ok(None);
+    };
+    let mut indexes = listing
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "idx"));
+    let (Some(index_path), None) = (indexes.next(), indexes.next()) else {
+        return Ok(None);
+    };
+    let index = gix_pack::index::File::at(&index_path, gix_hash::Kind::Sha1).map_err(|error| {
+        PackError::Generate(gix_error::ErrorExt::raise(gix_error::message!("{error}")))
+    })?;
+    Ok(Some((index_path, index)))
+}
+
+/// The repository's pack, opened, when it is the only one and holds exactly
+/// `objects` (as a set): then that file, as it is, is the pack to send (its
+/// header counts these objects, every delta's base is in it, and its
+/// trailer is its checksum), which is what a clone after garbage
+/// collection asks for. Every object of the pack must be one of `objects`
+/// and the other way round, so a clone never gets an object its refs do not
+/// reach (one left in the pack by a deleted branch, say). `None` when that
+/// does not hold or the pack cannot be read; the caller then generates the
+/// pack.
+fn whole_pack(
+    db: &gix_odb::HandleArc,
+    objects: &[ObjectId],
+) -> Result<Option<(std::fs::File, ObjectId)>, PackError> {
+    let Some((index_path, index)) = only_pack_index(db)? else {
+        return Ok(None);
+    };
+    if u64::from(index.num_objects()) != objects.len() as u64 {
+        return Ok(None);
+    }
+    // Every object is in the pack, and every entry of the pack is hit
+    // (so duplicates in `objects` cannot hide an extra entry).
+    let mut hit = vec![false; objects.len()];
+    for id in objects {
+        match index.lookup(id) {
+            Some(at) => hit[at as usize] = true,
+            None => return Ok(None),
+        }
+    }
+    if hit.contains(&false) {
+        return Ok(None);
+    }
+    // The pack must be the one this index describes: its trailer is the
+    // checksum the index records.
+    let Ok(mut file) = std::fs::File::open(index_path.with_extension("pack")) else {
+        return Ok(None);
+    };
+    let checksum = index.pack_checksum().to_owned();
+    let mut trailer = [0u8; 20];
+    let trailer_matches = file
+        .seek(SeekFrom::End(-20))
+        .and_then(|_| file.read_exact(&mut trailer))
+        .and_then(|_| file.rewind())
+        .is_ok_and(|_| trailer == checksum.as_bytes());
+    Ok(trailer_matches.then_some((file, checksum)))
+}
+
 /// Find where each object lives from the pack index alone, when the
 /// repository is one pack and most of it is to be sent (clones): an entry
 /// ends where the next one by offset starts, so nothing is inflated, where
@@ -89,19 +159,9 @@ fn locate_from_index(
     db: &gix_odb::HandleArc,
     counts: &mut [output::Count],
 ) -> Result<bool, PackError> {
-    let pack_dir = db.store_ref().path().join("pack");
-    let Ok(listing) = std::fs::read_dir(&pack_dir) else {
+    let Some((index_path, index)) = only_pack_index(db)? else {
         return Ok(false);
     };
-    let mut indexes = listing
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|e| e == "idx"));
-    let (Some(index_path), None) = (indexes.next(), indexes.next()) else {
-        return Ok(false);
-    };
-    let index = gix_pack::index::File::at(&index_path, gix_hash::Kind::Sha1).map_err(|error| {
-        PackError::Generate(gix_error::ErrorExt::raise(gix_error::message!("{error}")))
-    })?;
     let total = index.num_objects();
     if total == 0 || (counts.len() as u64).saturating_mul(4) < u64::from(total) {
         return Ok(false);
@@ -261,6 +321,18 @@ pub fn write_pack(
 ) -> Result<PackStats, PackError> {
     let num_entries = u32::try_from(plan.objects.len())
         .map_err(|_| PackError::TooManyObjects { max: u32::MAX })?;
+    if let Some((mut file, checksum)) = whole_pack(handle, &plan.objects)? {
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
+        std::io::copy(&mut file, &mut out).map_err(PackError::Write)?;
+        out.flush().map_err(PackError::Write)?;
+        return Ok(PackStats {
+            objects: plan.objects.len(),
+            copied_from_pack: plan.objects.len(),
+            checksum: Some(checksum),
+            whole_pack: true,
+            ..PackStats::default()
+        });
+    }
     let mut db = handle.clone();
     db.prevent_pack_unload();
     let mut counts: Vec<output::Count> = plan
