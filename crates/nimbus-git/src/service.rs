@@ -265,9 +265,19 @@ impl GitService {
         version: ProtocolVersion,
         body: Vec<u8>,
     ) -> Result<BodyReceiver, ServiceError> {
-        if version == ProtocolVersion::V2
+        let v2_command = (version == ProtocolVersion::V2)
+            .then(|| v2_command_name(&body))
+            .flatten();
+        if v2_command.as_deref() == Some(b"ls-refs".as_slice()) {
+            // Refs only: no packs to materialize and open.
+            let refs = self.meta.refs(repo.id).await?;
+            let head = Head::resolve(head_branch(repo)?, &refs);
+            let mut response = Vec::new();
+            upload_pack::serve_v2_ls_refs(&refs, &head, &body, &mut response)?;
+            return Ok(single_chunk(response).await);
+        }
+        if v2_command.as_deref() == Some(b"bundle-uri".as_slice())
             && self.config.bundle_uri.is_some()
-            && is_bundle_uri_command(&body)
         {
             let response = match self.bundle_uri_response(repo).await {
                 Ok(response) => response,
@@ -279,10 +289,7 @@ impl GitService {
                     empty
                 }
             };
-            let (sender, receiver) = mpsc::channel(1);
-            // The receiver is returned below; it cannot be gone yet.
-            let _ = sender.send(Ok(Bytes::from(response))).await;
-            return Ok(receiver);
+            return Ok(single_chunk(response).await);
         }
         let snapshot = self.snapshot(repo).await?;
         let (sender, receiver) = mpsc::channel(RESPONSE_CHANNEL_CHUNKS);
@@ -683,7 +690,7 @@ impl GitService {
                 &request,
                 &upload_pack::plan::ShallowPlan::default(),
                 &snapshot.refs,
-                existing.as_ref(),
+                existing,
             )?;
             if !clone.from_index {
                 // A full walk parsed every commit: keep them.
@@ -695,7 +702,7 @@ impl GitService {
                     .store_graph(repo_id, &graph)
                     .map_err(ServiceError::from)?;
             }
-            if existing.is_some_and(|e| e.tips == clone.tips) {
+            if clone.index_current {
                 return Ok(false);
             }
             let index = upload_pack::reach::ReachSnapshot {
@@ -921,13 +928,21 @@ impl GitService {
     }
 }
 
-/// Whether a v2 request body is the `bundle-uri` command (which needs the
-/// object store rather than the repository's objects).
-fn is_bundle_uri_command(body: &[u8]) -> bool {
-    matches!(
-        upload_pack::request::parse_v2_command(body),
-        Ok(Some(command)) if command.command == b"bundle-uri"
-    )
+/// The command of a v2 request body, to answer `ls-refs` (refs only) and
+/// `bundle-uri` (the object store) without opening the repository's packs.
+fn v2_command_name(body: &[u8]) -> Option<Vec<u8>> {
+    match upload_pack::request::parse_v2_command(body) {
+        Ok(Some(command)) => Some(command.command.into()),
+        _ => None,
+    }
+}
+
+/// A response body that is already complete.
+async fn single_chunk(response: Vec<u8>) -> BodyReceiver {
+    let (sender, receiver) = mpsc::channel(1);
+    // The receiver is returned below; it cannot be gone yet.
+    let _ = sender.send(Ok(Bytes::from(response))).await;
+    receiver
 }
 
 /// Write `snapshot` of `repo` as a v2 git bundle to `out` (see

@@ -9,4 +9,4 @@ pub mod serve;
 
 pub use cache::ClonePackCache;
 pub use reach::ReachIndex;
-pub use serve::{RepoView, Summary, serve_v0, serve_v2};
+pub use serve::{RepoView, Summary, serve_v0, serve_v2, serve_v2_ls_refs};

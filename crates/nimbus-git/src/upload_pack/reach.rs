@@ -56,6 +56,30 @@ pub enum ReachFileError {
     WrongLength,
     #[error("the reachability index does not match its checksum")]
     Checksum,
+    #[error("the reachability index is for pack generation {found}")]
+    OtherGeneration { found: i64 },
+    #[error("the reachability index could not be read: {message}")]
+    Read { message: String },
+}
+
+impl From<io::Error> for ReachFileError {
+    fn from(error: io::Error) -> Self {
+        match error.kind() {
+            // Shorter than its counts say (the length is checked first,
+            // so the file changed while it was read).
+            io::ErrorKind::UnexpectedEof => ReachFileError::WrongLength,
+            _ => ReachFileError::Read {
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes and adds them to `hasher`.
+fn read_hashed(reader: &mut impl io::Read, hasher: &mut Sha256, buf: &mut [u8]) -> io::Result<()> {
+    reader.read_exact(buf)?;
+    hasher.update(&*buf);
+    Ok(())
 }
 
 /// Both files' framing: `magic`, then what `body` writes, then a SHA-256
@@ -94,40 +118,82 @@ impl ReachSnapshot {
 
     /// Read what [`encode`](Self::encode) wrote; any other bytes are refused.
     pub fn decode(bytes: &[u8]) -> Result<ReachSnapshot, ReachFileError> {
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or(ReachFileError::NotAnIndex)?;
-        if rest.len() < 24 + CHECKSUM_LEN {
+        Self::read(bytes, bytes.len() as u64, None)
+    }
+
+    /// Read what [`encode`](Self::encode) wrote from `reader`, which holds
+    /// `len` bytes, without holding the file in memory besides the ids.
+    /// With `generation`, an index of another one is refused after its
+    /// header is read.
+    pub fn read(
+        reader: impl io::Read,
+        len: u64,
+        generation: Option<i64>,
+    ) -> Result<ReachSnapshot, ReachFileError> {
+        let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
+        let mut hasher = Sha256::new();
+        let mut magic = [0u8; MAGIC.len()];
+        if len < MAGIC.len() as u64 {
+            return Err(ReachFileError::NotAnIndex);
+        }
+        read_hashed(&mut reader, &mut hasher, &mut magic)?;
+        if magic != MAGIC {
+            return Err(ReachFileError::NotAnIndex);
+        }
+        if len < (MAGIC.len() + 24 + CHECKSUM_LEN) as u64 {
             return Err(ReachFileError::WrongLength);
         }
+        let mut header = [0u8; 24];
+        read_hashed(&mut reader, &mut hasher, &mut header)?;
         let word = |at: usize| {
             let mut buf = [0u8; 8];
-            buf.copy_from_slice(&rest[at..at + 8]);
+            buf.copy_from_slice(&header[at..at + 8]);
             buf
         };
-        let generation = i64::from_le_bytes(word(0));
+        let found = i64::from_le_bytes(word(0));
         let tips = u64::from_le_bytes(word(8));
         let objects = u64::from_le_bytes(word(16));
-        let ids = tips
+        let expected_len = tips
             .checked_add(objects)
-            .and_then(|n| usize::try_from(n).ok())
-            .and_then(|n| n.checked_mul(ID_LEN))
+            .and_then(|n| n.checked_mul(ID_LEN as u64))
+            .and_then(|n| n.checked_add((MAGIC.len() + 24 + CHECKSUM_LEN) as u64))
             .ok_or(ReachFileError::WrongLength)?;
-        if rest.len() != 24 + ids + CHECKSUM_LEN {
+        if expected_len != len {
             return Err(ReachFileError::WrongLength);
         }
-        if !checksum_matches(bytes) {
+        if generation.is_some_and(|wanted| wanted != found) {
+            return Err(ReachFileError::OtherGeneration { found });
+        }
+        // The length matched the counts, so these fit in memory as the
+        // file does.
+        let mut read_ids = |count: u64| -> Result<Vec<ObjectId>, ReachFileError> {
+            let count = usize::try_from(count).map_err(|_| ReachFileError::WrongLength)?;
+            let mut ids = Vec::with_capacity(count);
+            let mut chunk = vec![0u8; 4096 * ID_LEN];
+            while ids.len() < count {
+                let n = (count - ids.len()).min(4096);
+                let bytes = &mut chunk[..n * ID_LEN];
+                read_hashed(&mut reader, &mut hasher, bytes)?;
+                // Chunks of exactly 20 bytes: `from_bytes_or_panic` cannot panic.
+                ids.extend(
+                    bytes
+                        .chunks_exact(ID_LEN)
+                        .map(ObjectId::from_bytes_or_panic),
+                );
+            }
+            Ok(ids)
+        };
+        let tips = read_ids(tips)?;
+        let objects = read_ids(objects)?;
+        let mut checksum = [0u8; CHECKSUM_LEN];
+        io::Read::read_exact(&mut reader, &mut checksum)?;
+        if hasher.finalize()[..] != checksum {
             return Err(ReachFileError::Checksum);
         }
-        // Chunks of exactly 20 bytes: `from_bytes_or_panic` cannot panic.
-        let mut all = rest[24..24 + ids]
-            .chunks_exact(ID_LEN)
-            .map(ObjectId::from_bytes_or_panic);
-        let tips: Vec<ObjectId> = all.by_ref().take(tips as usize).collect();
         Ok(ReachSnapshot {
-            generation,
+            generation: found,
             tips,
-            objects: all.collect(),
+            objects,
         })
     }
 }
@@ -318,17 +384,19 @@ impl ReachIndex {
     /// The repository's index if there is a valid one for `generation`.
     /// A damaged file is logged and ignored.
     pub fn load(&self, repo_id: i64, generation: i64) -> Option<ReachSnapshot> {
-        let bytes = match std::fs::read(self.path(repo_id)) {
-            Ok(bytes) => bytes,
+        let opened = std::fs::File::open(self.path(repo_id))
+            .and_then(|file| file.metadata().map(|meta| (file, meta.len())));
+        let (file, len) = match opened {
+            Ok(opened) => opened,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return None,
             Err(error) => {
                 tracing::warn!(repo_id, error = %error, "cannot read the reachability index");
                 return None;
             }
         };
-        match ReachSnapshot::decode(&bytes) {
-            Ok(snapshot) if snapshot.generation == generation => Some(snapshot),
-            Ok(_) => None,
+        match ReachSnapshot::read(file, len, Some(generation)) {
+            Ok(snapshot) => Some(snapshot),
+            Err(ReachFileError::OtherGeneration { .. }) => None,
             Err(error) => {
                 tracing::warn!(repo_id, error = %error, "ignoring the reachability index");
                 None
@@ -376,27 +444,40 @@ pub struct ClonePlan {
     pub tips: Vec<ObjectId>,
     /// Whether the plan started from the index rather than a full walk.
     pub from_index: bool,
+    /// Whether the index given had these tips already (it need not be
+    /// written again).
+    pub index_current: bool,
 }
 
 /// Plan a full clone (see [`eligible`]), from `index` when it applies.
+/// The index's object list becomes the plan's (it is not copied: at the
+/// large scale it is 36 MB).
 pub fn plan_clone(
     objects: &mut Objects,
     request: &FetchRequest,
     shallow: &ShallowPlan,
     refs: &[Ref],
-    index: Option<&ReachSnapshot>,
+    index: Option<ReachSnapshot>,
 ) -> Result<ClonePlan, PlanError> {
-    if let Some(index) = index
-        && let Some(plan) = plan_from_index(objects, request, shallow, refs, index)?
-    {
-        return Ok(plan);
-    }
-    let planned = plan::plan_pack_detailed(objects, request, &[], shallow, refs)?;
-    Ok(ClonePlan {
-        tips: sorted(planned.want_commits),
-        plan: planned.plan,
-        from_index: false,
-    })
+    let index_tips = index.as_ref().map(|index| index.tips.clone());
+    let from_index = match index {
+        Some(index) => plan_from_index(objects, request, shallow, refs, index)?,
+        None => None,
+    };
+    let mut clone = match from_index {
+        Some(clone) => clone,
+        None => {
+            let planned = plan::plan_pack_detailed(objects, request, &[], shallow, refs)?;
+            ClonePlan {
+                tips: sorted(planned.want_commits),
+                plan: planned.plan,
+                from_index: false,
+                index_current: false,
+            }
+        }
+    };
+    clone.index_current = index_tips.is_some_and(|tips| tips == clone.tips);
+    Ok(clone)
 }
 
 fn sorted(mut ids: Vec<ObjectId>) -> Vec<ObjectId> {
@@ -412,7 +493,7 @@ fn plan_from_index(
     request: &FetchRequest,
     shallow: &ShallowPlan,
     refs: &[Ref],
-    index: &ReachSnapshot,
+    index: ReachSnapshot,
 ) -> Result<Option<ClonePlan>, PlanError> {
     // include-tag adds tags pointing into the pack; the walk below only
     // sees new commits, so every tag must be wanted outright.
@@ -437,8 +518,10 @@ fn plan_from_index(
         return Ok(None);
     }
     let new: HashSet<ObjectId> = planned.plan.objects.iter().copied().collect();
-    let mut all = Vec::with_capacity(index.objects.len() + new.len());
-    all.extend(index.objects.iter().filter(|id| !new.contains(*id)));
+    let mut all = index.objects;
+    if !new.is_empty() {
+        all.retain(|id| !new.contains(id));
+    }
     all.extend_from_slice(&planned.plan.objects);
     Ok(Some(ClonePlan {
         plan: PackPlan {
@@ -449,6 +532,7 @@ fn plan_from_index(
         },
         tips: sorted(planned.want_commits),
         from_index: true,
+        index_current: false,
     }))
 }
 

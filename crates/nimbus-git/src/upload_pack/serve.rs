@@ -146,12 +146,10 @@ fn send_pack(
     let planned = match reach {
         Some(index) => {
             let snapshot = index.load(view.repo_id, view.pack_generation);
-            reach::plan_clone(objects, request, shallow, view.refs, snapshot.as_ref()).map(
-                |clone| {
-                    let stale = snapshot.is_none_or(|s| s.tips != clone.tips);
-                    (clone.plan, clone.from_index, stale.then_some(clone.tips))
-                },
-            )
+            reach::plan_clone(objects, request, shallow, view.refs, snapshot).map(|clone| {
+                let stale = !clone.index_current;
+                (clone.plan, clone.from_index, stale.then_some(clone.tips))
+            })
         }
         None => plan::plan_pack(objects, request, common, shallow, view.refs)
             .map(|plan| (plan, false, None)),
@@ -423,6 +421,40 @@ fn serve_v2_inner(
             command: command.command.clone(),
         }
         .into()),
+    }
+}
+
+/// Serve a v2 `ls-refs` request from the refs alone: listing refs needs no
+/// objects, so the caller need not open the repository's packs. Other
+/// commands are refused as [`serve_v2`] refuses unknown ones.
+pub fn serve_v2_ls_refs(
+    refs: &[Ref],
+    head: &Head,
+    body: &[u8],
+    out: &mut impl Write,
+) -> io::Result<Summary> {
+    let served = request::parse_v2_command(body)
+        .map_err(ServeError::from)
+        .and_then(|command| {
+            let Some(command) = command else {
+                return Ok(Summary::default());
+            };
+            if command.command != "ls-refs" {
+                return Err(RequestError::UnknownCommand {
+                    command: command.command,
+                }
+                .into());
+            }
+            let request = request::parse_v2_ls_refs(&command)?;
+            write_ls_refs(out, &request, refs, head)?;
+            Ok(Summary {
+                command: "ls-refs",
+                ..Summary::default()
+            })
+        });
+    match served {
+        Ok(summary) => Ok(summary),
+        Err(err) => client_error(out, "v2", err),
     }
 }
 
