@@ -30,8 +30,16 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::from_script("linear.sh")
+    }
+
+    /// The repository made by `tests/fixtures/{script}`, which has
+    /// branches main and topic.
+    fn from_script(script: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linear.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(script);
         let status = Command::new("bash")
             .arg(&script)
             .arg(dir.path())
@@ -410,6 +418,38 @@ fn negotiation_from_the_commit_graph_matches_git() {
         if pack.is_some() {
             assert_eq!(pack_objects(&f, &ours), pack_objects(&f, &gits), "{args:?}");
         }
+    }
+}
+
+#[test]
+fn fetches_mark_what_the_client_has_sparsely_like_git() {
+    // main~1 has keep/a.txt; main adds new/copy.txt with the same content
+    // in a new directory. Walking only the paths that changed (git's
+    // pack.useSparse, its default), neither git nor Nimbus reads keep/, so
+    // both send that blob again: the packs are the same, object for
+    // object. (Marking every object below main~1 first would leave it out;
+    // so does git when the repository has reachability bitmaps.)
+    let f = Fixture::from_script("sparse.sh");
+    let copy = f.id("main:new/copy.txt");
+    assert_eq!(copy, f.id("main~1:keep/a.txt"), "the fixture's premise");
+    for thin in [false, true] {
+        let mut args = vec![
+            format!("want {}", f.id("main")),
+            format!("have {}", f.id("main~1")),
+            "ofs-delta".into(),
+            "done".into(),
+        ];
+        if thin {
+            args.push("thin-pack".into());
+        }
+        let body = v2_fetch(&args);
+        let ours = pack_objects(&f, &f.ours(2, &body));
+        assert_eq!(ours, pack_objects(&f, &f.gits(2, &body)), "thin: {thin}");
+        assert!(ours.contains(&copy.to_string()), "{ours:?}");
+        // What did not change is not sent.
+        assert!(!ours.contains(&f.id("main:keep").to_string()));
+        assert!(!ours.contains(&f.id("main:keep/b.txt").to_string()));
+        assert!(ours.contains(&f.id("main:src/x.txt").to_string()));
     }
 }
 

@@ -439,6 +439,83 @@ fn commits_to_send(
     Ok((sent, edges))
 }
 
+/// The entries of tree `id`: name, id and mode.
+fn tree_entries(
+    objects: &mut Objects,
+    id: ObjectId,
+) -> Result<Vec<(bstr::BString, ObjectId, gix_object::tree::EntryMode)>, PlanError> {
+    let data = match objects.find(&id)? {
+        Some((gix_object::Kind::Tree, data)) => data,
+        Some((actual, _)) => {
+            return Err(ObjectError::WrongKind {
+                id,
+                expected: gix_object::Kind::Tree,
+                actual,
+            }
+            .into());
+        }
+        None => return Err(ObjectError::Missing { id }.into()),
+    };
+    gix_object::TreeRefIter::from_bytes(data, gix_hash::Kind::Sha1)
+        .map(|entry| entry.map(|e| (e.filename.to_owned(), e.oid.to_owned(), e.mode)))
+        .collect::<Result<_, _>>()
+        .map_err(|source| ObjectError::Decode { id, source }.into())
+}
+
+/// Mark in `known` (at depth 0: never walked again) what the client has
+/// below the trees of the edges (`known_roots`), as git's `pack.useSparse`
+/// (its default) does in `mark_trees_uninteresting_sparse`: the trees of
+/// the sent commits and of the edges are grouped by path, and a path is
+/// only descended into where the group holds both a known tree and one
+/// that is not. Below a path where nothing changed nothing is read, so a
+/// fetch of one commit reads the trees along the paths it changed, not
+/// every tree of the repository twice. An object the client has but that
+/// was not reached this way is sent again; that costs bytes, never
+/// correctness, and is what git sends too.
+fn mark_known_sparse(
+    objects: &mut Objects,
+    known: &mut HashMap<ObjectId, u64>,
+    sent_roots: &[ObjectId],
+    known_roots: &[ObjectId],
+) -> Result<(), PlanError> {
+    for root in known_roots {
+        known.insert(*root, 0);
+    }
+    let mut first: Vec<ObjectId> = sent_roots.iter().chain(known_roots).copied().collect();
+    first.sort_unstable();
+    first.dedup();
+    let mut groups = vec![first];
+    while let Some(group) = groups.pop() {
+        let has_known = group.iter().any(|tree| known.contains_key(tree));
+        let has_other = group.iter().any(|tree| !known.contains_key(tree));
+        if !has_known || !has_other {
+            continue;
+        }
+        let mut by_name: std::collections::BTreeMap<bstr::BString, Vec<ObjectId>> =
+            std::collections::BTreeMap::new();
+        for tree in group {
+            let tree_known = known.contains_key(&tree);
+            for (name, id, mode) in tree_entries(objects, tree)? {
+                if mode.is_commit() {
+                    continue; // submodules live elsewhere
+                }
+                if tree_known {
+                    known.insert(id, 0);
+                }
+                if mode.is_tree() {
+                    by_name.entry(name).or_default().push(id);
+                }
+            }
+        }
+        for (_, mut trees) in by_name {
+            trees.sort_unstable();
+            trees.dedup();
+            groups.push(trees);
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Visit {
     New,
@@ -461,23 +538,6 @@ impl TreeWalker<'_> {
             Some(Filter::TreeDepth(limit)) => depth < limit,
             _ => true,
         }
-    }
-
-    /// Mark everything below `root` as present on the client.
-    fn mark_known(&mut self, objects: &mut Objects, root: ObjectId) -> Result<(), PlanError> {
-        let saved = self.filter.take();
-        let mut sink = Vec::new();
-        let mut walker = TreeWalker {
-            filter: None,
-            seen: std::mem::take(&mut self.seen),
-            out: &mut sink,
-            buf: std::mem::take(&mut self.buf),
-        };
-        let result = walker.walk(objects, root, 0);
-        self.seen = walker.seen;
-        self.buf = walker.buf;
-        self.filter = saved;
-        result
     }
 
     /// Record a visit at `depth`. An object is emitted only on its first
@@ -665,12 +725,17 @@ pub fn plan_pack_detailed(
         out: &mut trees_and_blobs,
         buf: Vec::new(),
     };
+    let mut known_roots = Vec::new();
     for edge in &edges {
         if let Some(commit) = objects.commit(edge)? {
-            let tree = commit.tree;
-            walker.mark_known(objects, tree)?;
+            known_roots.push(commit.tree);
         }
     }
+    let mut sent_roots = Vec::with_capacity(commits.len());
+    for commit in &commits {
+        sent_roots.push(objects.expect_commit(commit)?.tree);
+    }
+    mark_known_sparse(objects, &mut walker.seen, &sent_roots, &known_roots)?;
     let client_has: HashSet<ObjectId> = walker.seen.keys().copied().collect();
     for commit in &commits {
         let tree = objects.expect_commit(commit)?.tree;
