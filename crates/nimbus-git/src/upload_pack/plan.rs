@@ -439,11 +439,12 @@ fn commits_to_send(
     Ok((sent, edges))
 }
 
-/// The entries of tree `id`: name, id and mode.
-fn tree_entries(
+/// The entries of tree `id`, each made into a `T` by `make`.
+fn read_tree<T>(
     objects: &mut Objects,
     id: ObjectId,
-) -> Result<Vec<(bstr::BString, ObjectId, gix_object::tree::EntryMode)>, PlanError> {
+    make: impl Fn(gix_object::tree::EntryRef<'_>) -> T,
+) -> Result<Vec<T>, PlanError> {
     let data = match objects.find(&id)? {
         Some((gix_object::Kind::Tree, data)) => data,
         Some((actual, _)) => {
@@ -457,9 +458,22 @@ fn tree_entries(
         None => return Err(ObjectError::Missing { id }.into()),
     };
     gix_object::TreeRefIter::from_bytes(data, gix_hash::Kind::Sha1)
-        .map(|entry| entry.map(|e| (e.filename.to_owned(), e.oid.to_owned(), e.mode)))
+        .map(|entry| entry.map(&make))
         .collect::<Result<_, _>>()
         .map_err(|source| ObjectError::Decode { id, source }.into())
+}
+
+/// The entries of tree `id`: name, id and mode.
+fn tree_entries(
+    objects: &mut Objects,
+    id: ObjectId,
+) -> Result<Vec<(bstr::BString, ObjectId, gix_object::tree::EntryMode)>, PlanError> {
+    read_tree(objects, id, |e| (e.filename.to_owned(), e.oid.to_owned(), e.mode))
+}
+
+/// The entries of tree `id`: id and mode.
+fn tree_entry_ids(objects: &mut Objects, id: ObjectId) -> Result<TreeEntries, PlanError> {
+    read_tree(objects, id, |e| (e.oid.to_owned(), e.mode))
 }
 
 /// Mark in `known` (at depth 0: never walked again) what the client has
@@ -472,9 +486,13 @@ fn tree_entries(
 /// every tree of the repository twice. An object the client has but that
 /// was not reached this way is sent again; that costs bytes, never
 /// correctness, and is what git sends too.
+///
+/// The entries of the trees read that the client does not have are kept in
+/// `parsed`, for the walk that sends them.
 fn mark_known_sparse(
     objects: &mut Objects,
     known: &mut HashMap<ObjectId, u64>,
+    parsed: &mut HashMap<ObjectId, TreeEntries>,
     sent_roots: &[ObjectId],
     known_roots: &[ObjectId],
 ) -> Result<(), PlanError> {
@@ -495,7 +513,11 @@ fn mark_known_sparse(
             std::collections::BTreeMap::new();
         for tree in group {
             let tree_known = known.contains_key(&tree);
-            for (name, id, mode) in tree_entries(objects, tree)? {
+            let entries = tree_entries(objects, tree)?;
+            if !tree_known {
+                parsed.insert(tree, entries.iter().map(|e| (e.1, e.2)).collect());
+            }
+            for (name, id, mode) in entries {
                 if mode.is_commit() {
                     continue; // submodules live elsewhere
                 }
@@ -523,13 +545,17 @@ enum Visit {
     Known,
 }
 
+/// A tree's entries: id and mode.
+type TreeEntries = Vec<(ObjectId, gix_object::tree::EntryMode)>;
+
 /// Trees and blobs below a root, with git's filter semantics.
 struct TreeWalker<'a> {
     filter: Option<Filter>,
     /// Object -> the smallest depth it was visited at.
     seen: HashMap<ObjectId, u64>,
+    /// Trees already read (by [`mark_known_sparse`]), not to be read again.
+    parsed: HashMap<ObjectId, TreeEntries>,
     out: &'a mut Vec<ObjectId>,
-    buf: Vec<u8>,
 }
 
 impl TreeWalker<'_> {
@@ -575,25 +601,10 @@ impl TreeWalker<'_> {
         }
         let mut stack = vec![(root, depth)];
         while let Some((tree, depth)) = stack.pop() {
-            let data = match objects.find(&tree)? {
-                Some((gix_object::Kind::Tree, data)) => data,
-                Some((actual, _)) => {
-                    return Err(ObjectError::WrongKind {
-                        id: tree,
-                        expected: gix_object::Kind::Tree,
-                        actual,
-                    }
-                    .into());
-                }
-                None => return Err(ObjectError::Missing { id: tree }.into()),
+            let entries = match self.parsed.remove(&tree) {
+                Some(entries) => entries,
+                None => tree_entry_ids(objects, tree)?,
             };
-            self.buf.clear();
-            self.buf.extend_from_slice(data);
-            let entries: Vec<(ObjectId, gix_object::tree::EntryMode)> =
-                gix_object::TreeRefIter::from_bytes(&self.buf, gix_hash::Kind::Sha1)
-                    .map(|e| e.map(|e| (e.oid.to_owned(), e.mode)))
-                    .collect::<Result<_, _>>()
-                    .map_err(|source| ObjectError::Decode { id: tree, source })?;
             let child_depth = depth + 1;
             if !self.included(child_depth) {
                 continue;
@@ -723,7 +734,7 @@ pub fn plan_pack_detailed(
         filter: request.filter,
         seen: HashMap::default(),
         out: &mut trees_and_blobs,
-        buf: Vec::new(),
+        parsed: HashMap::default(),
     };
     let mut known_roots = Vec::new();
     for edge in &edges {
@@ -735,7 +746,13 @@ pub fn plan_pack_detailed(
     for commit in &commits {
         sent_roots.push(objects.expect_commit(commit)?.tree);
     }
-    mark_known_sparse(objects, &mut walker.seen, &sent_roots, &known_roots)?;
+    mark_known_sparse(
+        objects,
+        &mut walker.seen,
+        &mut walker.parsed,
+        &sent_roots,
+        &known_roots,
+    )?;
     let client_has: HashSet<ObjectId> = walker.seen.keys().copied().collect();
     for commit in &commits {
         let tree = objects.expect_commit(commit)?.tree;
