@@ -208,6 +208,31 @@ fn location(count: &output::Count) -> Option<&gix_pack::data::entry::Location> {
     count.entry_pack_location.as_ref()
 }
 
+/// Up to this many objects the client has are located one by one (for thin
+/// deltas), rather than by reading the whole index of each pack a delta
+/// comes from: a fetch of one commit from a 1.8 M-object pack spent most of
+/// its 0.2 s there, for a few hundred objects.
+const FEW_CLIENT_OBJECTS: usize = 4096;
+
+/// Where each object the client has sits, offset to id for each pack, for
+/// every pack (an empty map for packs holding none of them).
+fn locate_client_objects(
+    db: &gix_odb::HandleArc,
+    has: &HashSet<ObjectId>,
+    client_has_at: &mut HashMap<u32, HashMap<u64, ObjectId>>,
+) -> Result<(), gix_error::Error> {
+    let mut buf = Vec::new();
+    for id in has {
+        if let Some(location) = db.location_by_oid(id, &mut buf)? {
+            client_has_at
+                .entry(location.pack_id)
+                .or_default()
+                .insert(location.pack_offset, *id);
+        }
+    }
+    Ok(())
+}
+
 /// Produces pack entries chunk by chunk, in pack order.
 struct Entries<'a> {
     db: gix_odb::HandleArc,
@@ -217,9 +242,13 @@ struct Entries<'a> {
     next: usize,
     client_has: Option<&'a HashSet<ObjectId>>,
     /// For each source pack a delta was copied from: where the objects the client has sit in
-    /// it, offset to id. Read once per pack and request, in index order, keeping only what the
-    /// client has (sorting every entry of a 1.8 M-object pack by offset cost 0.1 s per fetch).
+    /// it, offset to id. Found by locating each of them when they are few, else read once per
+    /// pack and request, in index order, keeping only what the client has (sorting every entry
+    /// of a 1.8 M-object pack by offset cost 0.1 s per fetch).
     client_has_at: HashMap<u32, HashMap<u64, ObjectId>>,
+    /// Whether `client_has_at` was filled for every pack at once
+    /// ([`locate_client_objects`]).
+    client_has_located: bool,
     buf: Vec<u8>,
     stats: PackStats,
 }
@@ -240,12 +269,19 @@ impl Entries<'_> {
             let client_has = self.client_has;
             let db = &self.db;
             let client_has_at = &mut self.client_has_at;
+            let located = &mut self.client_has_located;
             let mut thin = 0usize;
             let thin_count = &mut thin;
             let lookup = client_has.map(|has| {
                 move |pack_id: u32, offset: u64| -> gix_error::Result<Option<ObjectId>> {
+                    if !*located && has.len() <= FEW_CLIENT_OBJECTS {
+                        locate_client_objects(db, has, client_has_at)?;
+                        *located = true;
+                    }
                     let at = match client_has_at.entry(pack_id) {
                         Entry::Occupied(entry) => entry.into_mut(),
+                        // None of them is in this pack.
+                        Entry::Vacant(entry) if *located => entry.insert(HashMap::new()),
                         Entry::Vacant(entry) => entry.insert(
                             db.pack_offsets_and_oid(pack_id)?
                                 .unwrap_or_default()
@@ -382,6 +418,7 @@ pub fn write_pack(
         next: 0,
         client_has: thin.then_some(&plan.client_has),
         client_has_at: HashMap::new(),
+        client_has_located: false,
         buf: Vec::new(),
         stats: PackStats {
             objects: plan.objects.len(),

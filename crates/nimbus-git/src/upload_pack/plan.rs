@@ -468,7 +468,9 @@ fn tree_entries(
     objects: &mut Objects,
     id: ObjectId,
 ) -> Result<Vec<(bstr::BString, ObjectId, gix_object::tree::EntryMode)>, PlanError> {
-    read_tree(objects, id, |e| (e.filename.to_owned(), e.oid.to_owned(), e.mode))
+    read_tree(objects, id, |e| {
+        (e.filename.to_owned(), e.oid.to_owned(), e.mode)
+    })
 }
 
 /// The entries of tree `id`: id and mode.
