@@ -113,10 +113,10 @@ fn only_pack_index(
 /// does not hold or the pack cannot be read; the caller then generates the
 /// pack.
 fn whole_pack(
-    db: &gix_odb::HandleArc,
+    only_pack: Option<&(PathBuf, gix_pack::index::File)>,
     objects: &[ObjectId],
 ) -> Result<Option<(std::fs::File, ObjectId)>, PackError> {
-    let Some((index_path, index)) = only_pack_index(db)? else {
+    let Some((index_path, index)) = only_pack else {
         return Ok(None);
     };
     if u64::from(index.num_objects()) != objects.len() as u64 {
@@ -157,9 +157,10 @@ fn whole_pack(
 /// nothing, when it does not apply.
 fn locate_from_index(
     db: &gix_odb::HandleArc,
+    only_pack: Option<&(PathBuf, gix_pack::index::File)>,
     counts: &mut [output::Count],
 ) -> Result<bool, PackError> {
-    let Some((index_path, index)) = only_pack_index(db)? else {
+    let Some((index_path, index)) = only_pack else {
         return Ok(false);
     };
     let total = index.num_objects();
@@ -357,7 +358,9 @@ pub fn write_pack(
 ) -> Result<PackStats, PackError> {
     let num_entries = u32::try_from(plan.objects.len())
         .map_err(|_| PackError::TooManyObjects { max: u32::MAX })?;
-    if let Some((mut file, checksum)) = whole_pack(handle, &plan.objects)? {
+    // Listed and opened once for both uses below.
+    let only_pack = only_pack_index(handle)?;
+    if let Some((mut file, checksum)) = whole_pack(only_pack.as_ref(), &plan.objects)? {
         let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
         std::io::copy(&mut file, &mut out).map_err(PackError::Write)?;
         out.flush().map_err(PackError::Write)?;
@@ -379,7 +382,8 @@ pub fn write_pack(
             entry_pack_location: output::count::PackLocation::NotLookedUp,
         })
         .collect();
-    let sizes_from_pack_index = locate_from_index(&db, &mut counts)?;
+    let sizes_from_pack_index = locate_from_index(&db, only_pack.as_ref(), &mut counts)?;
+    drop(only_pack);
     if !sizes_from_pack_index {
         locate(&db, &mut counts)?;
     }
