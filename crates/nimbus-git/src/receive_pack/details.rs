@@ -19,7 +19,7 @@ use nimbus_types::RefUpdate;
 use nimbus_types::events::{
     EventCommit, MAX_COUNTED_COMMITS, MAX_MESSAGE_BYTES, MAX_PUSH_COMMITS, PushDetail,
 };
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Clock skew tolerated when cutting the ancestry walk off by commit time.
 const SKEW_SECONDS: i64 = 24 * 3600;
@@ -61,21 +61,49 @@ pub fn push_details(
     received: Option<&ReceivedPack>,
     existing: &ObjectDb,
 ) -> Vec<PushDetail> {
-    let mut lookup = Lookup::new(received, existing);
+    let mut lookup = Commits {
+        lookup: Lookup::new(received, existing),
+        graph: HashMap::new(),
+    };
     updates
         .iter()
         .map(|update| detail(update, received.is_some(), &mut lookup))
         .collect()
 }
 
-fn commit(lookup: &mut Lookup<'_>, id: &ObjectId) -> Option<Commit> {
-    let (kind, data) = lookup.find(id)?;
+/// Commits read for one push. The walks of its updates overlap (a push of
+/// many tags along one history walks the same commits for each), so the
+/// parents and time of each commit read are kept: a few dozen bytes each,
+/// for at most [`MAX_COUNTED_COMMITS`] commits per update.
+struct Commits<'a> {
+    lookup: Lookup<'a>,
+    graph: HashMap<ObjectId, Option<(Vec<ObjectId>, i64)>>,
+}
+
+impl Commits<'_> {
+    fn in_received(&self, id: &ObjectId) -> bool {
+        self.lookup.in_received(id)
+    }
+
+    /// The parents and time of commit `id`; `None` if it is not a commit.
+    fn node(&mut self, id: &ObjectId) -> Option<(Vec<ObjectId>, i64)> {
+        if let Some(node) = self.graph.get(id) {
+            return node.clone();
+        }
+        let node = commit(self, id).map(|commit| (commit.parents, commit.time));
+        self.graph.insert(*id, node.clone());
+        node
+    }
+}
+
+fn commit(lookup: &mut Commits<'_>, id: &ObjectId) -> Option<Commit> {
+    let (kind, data) = lookup.lookup.find(id)?;
     (kind == gix_object::Kind::Commit)
         .then(|| parse(id, &data))
         .flatten()
 }
 
-fn detail(update: &RefUpdate, has_pack: bool, lookup: &mut Lookup<'_>) -> PushDetail {
+fn detail(update: &RefUpdate, has_pack: bool, lookup: &mut Commits<'_>) -> PushDetail {
     let Some(new) = update.new_peeled.or(update.new) else {
         return PushDetail::default();
     };
@@ -89,7 +117,7 @@ fn detail(update: &RefUpdate, has_pack: bool, lookup: &mut Lookup<'_>) -> PushDe
             if !lookup.in_received(&id) {
                 continue;
             }
-            let Some(commit) = commit(lookup, &id) else {
+            let Some((parents, _)) = lookup.node(&id) else {
                 continue;
             };
             if detail.commit_count >= MAX_COUNTED_COMMITS {
@@ -97,10 +125,12 @@ fn detail(update: &RefUpdate, has_pack: bool, lookup: &mut Lookup<'_>) -> PushDe
                 break;
             }
             detail.commit_count += 1;
-            if detail.commits.len() < MAX_PUSH_COMMITS {
+            if detail.commits.len() < MAX_PUSH_COMMITS
+                && let Some(commit) = commit(lookup, &id)
+            {
                 detail.commits.push(commit.summary);
             }
-            for parent in commit.parents {
+            for parent in parents {
                 if seen.insert(parent) {
                     queue.push_back(parent);
                 }
@@ -117,7 +147,7 @@ fn detail(update: &RefUpdate, has_pack: bool, lookup: &mut Lookup<'_>) -> PushDe
 
 /// Whether `old` is an ancestor of (or equal to) `new`; `true` when the
 /// walk gives up (see the module docs).
-fn is_ancestor(lookup: &mut Lookup<'_>, old: ObjectId, new: ObjectId) -> bool {
+fn is_ancestor(lookup: &mut Commits<'_>, old: ObjectId, new: ObjectId) -> bool {
     if old == new {
         return true;
     }
@@ -137,13 +167,13 @@ fn is_ancestor(lookup: &mut Lookup<'_>, old: ObjectId, new: ObjectId) -> bool {
         if walked > MAX_COUNTED_COMMITS {
             return true;
         }
-        let Some(commit) = commit(lookup, &id) else {
+        let Some((parents, time)) = lookup.node(&id) else {
             continue;
         };
-        if commit.time < cutoff {
+        if time < cutoff {
             continue;
         }
-        for parent in commit.parents {
+        for parent in parents {
             if seen.insert(parent) {
                 queue.push_back(parent);
             }

@@ -3,6 +3,7 @@
 //! object in it the way `git fsck` would, including that everything it
 //! points to exists.
 
+use super::index_pack;
 use crate::objects::ObjectDb;
 use bstr::{BStr, ByteSlice};
 use gix_hash::ObjectId;
@@ -42,6 +43,8 @@ pub enum IngestError {
     MissingObject { id: ObjectId, missing: ObjectId },
     #[error("could not prepare the staging directory")]
     Staging(#[source] io::Error),
+    #[error("could not write the received pack: {0}")]
+    Write(#[source] io::Error),
 }
 
 /// A pack that was received, indexed and checked.
@@ -115,30 +118,13 @@ pub fn ingest(
             message: "the pack is missing".into(),
         });
     }
-    let outcome = gix_pack::Bundle::write_to_directory(
-        &mut reader,
-        Some(staging),
-        &mut gix_utils::progress::Discard,
-        &AtomicBool::new(false),
-        Some(existing.handle()),
-        gix_hash::Kind::Sha1,
-        gix_pack::bundle::write::Options {
-            thread_limit: None,
-            iteration_mode: gix_pack::data::input::Mode::Verify,
-            index_version: gix_pack::index::Version::V2,
-            alloc_limit_bytes: Some(limits.max_object_bytes),
-            compression: gix_zlib::Compression::BEST_SPEED,
-        },
-    )
-    .map_err(|err| {
+    let indexed = index_pack::index_pack(&mut reader, staging, existing, limits).map_err(|err| {
         if exceeded.load(Ordering::Relaxed) {
             IngestError::TooLarge {
                 limit: limits.max_pack_bytes,
             }
         } else {
-            IngestError::InvalidPack {
-                message: describe(&err),
-            }
+            err
         }
     })?;
     // Trailing bytes after the pack are a protocol error.
@@ -148,37 +134,23 @@ pub fn ingest(
             message: "unexpected data after the pack".into(),
         });
     }
-    let (Some(pack_path), Some(index_path)) =
-        (outcome.data_path.clone(), outcome.index_path.clone())
-    else {
+    let Some(indexed) = indexed else {
         return Ok(None);
     };
-    if let Some(keep) = &outcome.keep_path {
-        let _ = std::fs::remove_file(keep);
-    }
-    let size = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.len())
-            .map_err(IngestError::Staging)
-    };
-    let pack_size = size(&pack_path)?;
-    let index_size = size(&index_path)?;
-    let bundle = gix_pack::Bundle::at(&index_path, gix_hash::Kind::Sha1).map_err(|err| {
+    let bundle = gix_pack::Bundle::at(&indexed.index_path, gix_hash::Kind::Sha1).map_err(|err| {
         IngestError::InvalidPack {
             message: describe(&err),
         }
     })?;
-    let received = ReceivedPack {
-        name: format!("pack-{}", outcome.index.data_hash),
-        object_count: u64::from(outcome.index.num_objects),
-        pack_path,
-        index_path,
-        pack_size,
-        index_size,
+    Ok(Some(ReceivedPack {
+        name: indexed.name,
+        object_count: indexed.object_count,
+        pack_path: indexed.pack_path,
+        index_path: indexed.index_path,
+        pack_size: indexed.pack_size,
+        index_size: indexed.index_size,
         bundle,
-    };
-    check_objects(&received.bundle, existing)?;
-    Ok(Some(received))
+    }))
 }
 
 /// The first problem found by the parallel object check.
@@ -247,7 +219,7 @@ pub fn check_object(
     data: &[u8],
     exists: &dyn Fn(&ObjectId) -> bool,
 ) -> Result<(), IngestError> {
-    let require = |target: ObjectId| {
+    check_object_with(id, kind, data, &mut |target| {
         if exists(&target) {
             Ok(())
         } else {
@@ -256,7 +228,16 @@ pub fn check_object(
                 missing: target,
             })
         }
-    };
+    })
+}
+
+/// [`check_object`], handing each id the object refers to to `require`.
+pub(crate) fn check_object_with(
+    id: ObjectId,
+    kind: gix_object::Kind,
+    data: &[u8],
+    require: &mut dyn FnMut(ObjectId) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
     match kind {
         gix_object::Kind::Blob => Ok(()),
         gix_object::Kind::Commit => {
@@ -291,20 +272,20 @@ pub fn check_object(
             }
             require(tag.target())
         }
-        gix_object::Kind::Tree => check_tree(id, data, &require),
+        gix_object::Kind::Tree => check_tree(id, data, require),
     }
 }
 
 fn check_tree(
     id: ObjectId,
     data: &[u8],
-    require: &dyn Fn(ObjectId) -> Result<(), IngestError>,
+    require: &mut dyn FnMut(ObjectId) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
-    let mut previous: Option<(Vec<u8>, bool)> = None;
-    // Names of files, to catch a file and a directory of the same name
-    // (they are not adjacent in git's tree order).
-    let mut file_names: Vec<Vec<u8>> = Vec::new();
-    let mut tree_names: Vec<Vec<u8>> = Vec::new();
+    let mut previous: Option<(&BStr, bool)> = None;
+    // Names of files and of directories, to catch a file and a directory
+    // of the same name (they are not adjacent in git's tree order).
+    let mut file_names: Vec<&BStr> = Vec::new();
+    let mut tree_names: Vec<&BStr> = Vec::new();
     for entry in gix_object::TreeRefIter::from_bytes(data, gix_hash::Kind::Sha1) {
         let entry = entry.map_err(|e| invalid(id, format!("bad tree: {}", describe(&e))))?;
         let mut buf = [0u8; 6];
@@ -317,28 +298,25 @@ fn check_tree(
         }
         check_entry_name(id, entry.filename)?;
         let is_tree = entry.mode.is_tree();
-        if let Some((prev_name, prev_tree)) = &previous {
-            let order = gix_object::tree::name_order(
-                prev_name.as_bstr(),
-                *prev_tree,
-                entry.filename,
-                is_tree,
-            );
+        if let Some((prev_name, prev_tree)) = previous {
+            let order = gix_object::tree::name_order(prev_name, prev_tree, entry.filename, is_tree);
             if order != std::cmp::Ordering::Less {
                 return Err(invalid(id, "tree entries are not sorted or not unique"));
             }
         }
-        previous = Some((entry.filename.to_vec(), is_tree));
+        previous = Some((entry.filename, is_tree));
         if is_tree {
-            tree_names.push(entry.filename.to_vec());
+            tree_names.push(entry.filename);
         } else {
-            file_names.push(entry.filename.to_vec());
+            file_names.push(entry.filename);
         }
         if !entry.mode.is_commit() {
             require(entry.oid.to_owned())?;
         }
     }
-    file_names.sort_unstable();
+    if !tree_names.is_empty() {
+        file_names.sort_unstable();
+    }
     for name in &tree_names {
         if file_names.binary_search(name).is_ok() {
             return Err(invalid(
@@ -364,9 +342,8 @@ fn check_entry_name(id: ObjectId, name: &BStr) -> Result<(), IngestError> {
         return Err(invalid(id, format!("bad file name {name:?} in tree")));
     }
     // `.git` in any case, and the variants filesystems fold into it.
-    let lower = name.to_ascii_lowercase();
-    let trimmed = lower.trim_end_with(|c| c == '.' || c == ' ');
-    if trimmed == b".git" || trimmed == b"git~1" {
+    let trimmed = name.trim_end_with(|c| c == '.' || c == ' ');
+    if trimmed.eq_ignore_ascii_case(b".git") || trimmed.eq_ignore_ascii_case(b"git~1") {
         return Err(invalid(
             id,
             format!("tree contains {name:?}, which git refuses"),

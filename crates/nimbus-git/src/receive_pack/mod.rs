@@ -3,6 +3,7 @@
 //! store before the report is written.
 
 pub mod details;
+mod index_pack;
 pub mod ingest;
 pub mod report;
 pub mod request;
