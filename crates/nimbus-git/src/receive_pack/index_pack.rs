@@ -30,10 +30,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-/// The most bytes of decoded objects one resolving thread keeps for the
-/// deltas still to apply to them; beyond it the oldest are dropped and
-/// decoded again from the pack when needed.
-const HELD_BYTES_PER_THREAD: usize = 32 << 20;
+/// The most bytes of decoded objects the resolving threads keep, together,
+/// for the deltas still to apply to them; beyond it the oldest are dropped
+/// and decoded again from the pack when needed. (An object being resolved
+/// is always kept, whatever its size.)
+const HELD_BYTES: usize = 64 << 20;
+
+/// The most threads resolving deltas.
+const MAX_THREADS: usize = 8;
 
 /// Shards of the set of referenced ids (threads rarely wait on each other).
 const REFERENCE_SHARDS: usize = 64;
@@ -334,14 +338,20 @@ impl Entries {
     /// The bytes of entry `index` in the pack file.
     fn span(&self, index: usize) -> (u64, u64) {
         let start = self.offsets[index];
-        let end = self.offsets.get(index + 1).copied().unwrap_or(self.data_end);
+        let end = self
+            .offsets
+            .get(index + 1)
+            .copied()
+            .unwrap_or(self.data_end);
         (start, end)
     }
 
     /// Entries that are deltas on entry `index` (whose id is `id`, if known).
     fn children(&self, index: u32, id: Option<&[u8; 20]>) -> Children {
         let ofs_start = self.ofs_children.partition_point(|(base, _)| *base < index);
-        let ofs_end = self.ofs_children.partition_point(|(base, _)| *base <= index);
+        let ofs_end = self
+            .ofs_children
+            .partition_point(|(base, _)| *base <= index);
         let (ref_start, ref_end) = match id {
             Some(id) if !self.ref_children.is_empty() => (
                 self.ref_children.partition_point(|(base, _)| base < id),
@@ -391,10 +401,13 @@ impl References {
         }
     }
 
+    /// The map hashes an id's first bytes; shards split on its last.
+    fn shard(id: &ObjectId) -> usize {
+        usize::from(id.as_slice()[19]) % REFERENCE_SHARDS
+    }
+
     fn insert(&self, target: ObjectId, referrer: u32) {
-        // The map hashes an id's first bytes; shard on its last.
-        let shard = usize::from(target.as_slice()[19]) % REFERENCE_SHARDS;
-        let mut map = self.shards[shard]
+        let mut map = self.shards[Self::shard(&target)]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.entry(target).or_insert(referrer);
@@ -408,7 +421,7 @@ struct Recent {
 }
 
 impl Recent {
-    const SLOTS: usize = 1 << 16;
+    const SLOTS: usize = 1 << 12;
 
     fn new() -> Self {
         Recent {
@@ -455,6 +468,17 @@ pub(crate) fn index_pack(
     existing: &ObjectDb,
     limits: IngestLimits,
 ) -> Result<Option<Indexed>, IngestError> {
+    index_pack_holding(input, staging, existing, limits, HELD_BYTES)
+}
+
+/// [`index_pack`], keeping at most `held_bytes` of decoded bases.
+fn index_pack_holding(
+    input: &mut impl BufRead,
+    staging: &Path,
+    existing: &ObjectDb,
+    limits: IngestLimits,
+    held_bytes: usize,
+) -> Result<Option<Indexed>, IngestError> {
     let temporary = staging.join("incoming.pack");
     let file = File::options()
         .read(true)
@@ -469,20 +493,23 @@ pub(crate) fn index_pack(
         let _ = std::fs::remove_file(&temporary);
         return Ok(None);
     }
-    entries
-        .ofs_children
-        .sort_unstable_by_key(|(base, _)| *base);
+    entries.ofs_children.sort_unstable_by_key(|(base, _)| *base);
     entries.ref_children.sort_unstable();
 
     let roots: Vec<u32> = (0..entries.len() as u32)
         .filter(|&index| object_kind(entries.types[index as usize]).is_some())
         .collect();
-    resolve(&file, &entries, &roots, limits, &references)?;
-    let checksum = complete_thin(&mut file, &mut entries, existing, limits, &references)?
-        .unwrap_or(checksum);
+    let resolving = Resolving {
+        limits,
+        held_bytes,
+        references: &references,
+    };
+    resolve(&file, &entries, &roots, &resolving)?;
+    let checksum =
+        complete_thin(&mut file, &mut entries, existing, &resolving)?.unwrap_or(checksum);
 
+    check_connected(&entries, existing, references)?;
     let order = sorted_by_id(&entries)?;
-    check_connected(&entries, &order, existing, references)?;
 
     let name = format!("pack-{}", hex::encode(checksum));
     let pack_path = staging.join(format!("{name}.pack"));
@@ -543,12 +570,13 @@ fn receive(
         let index = u32::try_from(index).map_err(|_| invalid_pack("too many objects"))?;
         let offset = tee.position;
         tee.crc = crc32fast::Hasher::new();
-        let entry = gix_pack::data::Entry::from_read(&mut tee, offset, 20).map_err(|err| {
-            match err.kind() {
-                io::ErrorKind::UnexpectedEof => invalid_pack("the pack is truncated"),
-                _ => invalid_pack(format!("bad entry at offset {offset}: {err}")),
-            }
-        })?;
+        let entry =
+            gix_pack::data::Entry::from_read(&mut tee, offset, 20).map_err(|err| {
+                match err.kind() {
+                    io::ErrorKind::UnexpectedEof => invalid_pack("the pack is truncated"),
+                    _ => invalid_pack(format!("bad entry at offset {offset}: {err}")),
+                }
+            })?;
         let size = usize::try_from(entry.decompressed_size)
             .ok()
             .filter(|size| *size <= limits.max_object_bytes)
@@ -622,12 +650,21 @@ fn receive(
     Ok((entries, file, trailer))
 }
 
+/// What resolving needs besides the pack.
+struct Resolving<'a> {
+    limits: IngestLimits,
+    held_bytes: usize,
+    references: &'a References,
+}
+
 /// Shared state of the resolving threads.
 struct Resolver<'a> {
     file: &'a File,
     entries: &'a Entries,
     references: &'a References,
     max_object: usize,
+    /// Per thread.
+    held_bytes: usize,
     failed: AtomicBool,
     error: Mutex<Option<IngestError>>,
 }
@@ -784,7 +821,7 @@ impl Resolver<'_> {
                 // Over the budget: drop the oldest data, but never the top's.
                 let top = stack.len() - 1;
                 for frame in &mut stack[..top] {
-                    if held <= HELD_BYTES_PER_THREAD {
+                    if held <= self.held_bytes {
                         break;
                     }
                     held -= frame.data.take().map_or(0, |d| d.len());
@@ -800,22 +837,24 @@ fn resolve(
     file: &File,
     entries: &Entries,
     roots: &[u32],
-    limits: IngestLimits,
-    references: &References,
+    resolving: &Resolving<'_>,
 ) -> Result<(), IngestError> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(MAX_THREADS)
+        .min(roots.len().div_ceil(64))
+        .max(1);
     let resolver = Resolver {
         file,
         entries,
-        references,
-        max_object: limits.max_object_bytes,
+        references: resolving.references,
+        max_object: resolving.limits.max_object_bytes,
+        held_bytes: resolving.held_bytes / threads,
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
     };
     let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(roots.len().div_ceil(64).max(1));
     let work = || {
         let mut scratch = Scratch {
             state: gix_zlib::Decompress::new(),
@@ -833,6 +872,9 @@ fn resolve(
                 resolver.fail(err);
                 break;
             }
+            if scratch.compressed.capacity() > 1 << 20 {
+                scratch.compressed = Vec::new();
+            }
         }
     };
     std::thread::scope(|scope| {
@@ -841,7 +883,11 @@ fn resolve(
         }
         work();
     });
-    match resolver.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    match resolver
+        .error
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+    {
         Some(err) => Err(err),
         None => Ok(()),
     }
@@ -854,8 +900,7 @@ fn complete_thin(
     file: &mut File,
     entries: &mut Entries,
     existing: &ObjectDb,
-    limits: IngestLimits,
-    references: &References,
+    resolving: &Resolving<'_>,
 ) -> Result<Option<[u8; 20]>, IngestError> {
     let mut missing: Vec<[u8; 20]> = entries
         .ref_children
@@ -878,8 +923,7 @@ fn complete_thin(
     let handle = existing.handle();
     let first_new = entries.len();
     // Drop the trailer and append each base as a whole object.
-    file.set_len(entries.data_end)
-        .map_err(IngestError::Write)?;
+    file.set_len(entries.data_end).map_err(IngestError::Write)?;
     file.seek(io::SeekFrom::Start(entries.data_end))
         .map_err(IngestError::Write)?;
     let mut out = BufWriter::new(&*file);
@@ -906,9 +950,7 @@ fn complete_thin(
             .write_to(object.data.len() as u64, &mut encoded)
             .map_err(IngestError::Write)?;
         let mut encoder = flate2::write::ZlibEncoder::new(encoded, flate2::Compression::fast());
-        encoder
-            .write_all(object.data)
-            .map_err(IngestError::Write)?;
+        encoder.write_all(object.data).map_err(IngestError::Write)?;
         let encoded = encoder.finish().map_err(IngestError::Write)?;
         out.write_all(&encoded).map_err(IngestError::Write)?;
         entries.offsets.push(position);
@@ -922,7 +964,7 @@ fn complete_thin(
     entries.data_end = position;
     let count = u32::try_from(entries.len()).map_err(|_| invalid_pack("too many objects"))?;
     let roots: Vec<u32> = (first_new as u32..count).collect();
-    resolve(file, entries, &roots, limits, references)?;
+    resolve(file, entries, &roots, resolving)?;
     if entries.ids.iter().any(|id| id.get().is_none()) {
         return Err(invalid_pack("a delta's base could not be resolved"));
     }
@@ -940,11 +982,9 @@ fn complete_thin(
         hasher.update(&chunk[..n]);
         at += n as u64;
     }
-    let checksum = raw(
-        &hasher
-            .try_finalize()
-            .map_err(|err| invalid_pack(format!("cannot hash the pack: {err:#}")))?,
-    );
+    let checksum = raw(&hasher
+        .try_finalize()
+        .map_err(|err| invalid_pack(format!("cannot hash the pack: {err:#}")))?);
     file.write_all_at(&checksum, position)
         .map_err(IngestError::Write)?;
     Ok(Some(checksum))
@@ -952,7 +992,12 @@ fn complete_thin(
 
 /// Entry numbers sorted by object id; a pack may not hold an object twice.
 fn sorted_by_id(entries: &Entries) -> Result<Vec<u32>, IngestError> {
-    let id = |index: u32| entries.ids[index as usize].get().copied().unwrap_or_default();
+    let id = |index: u32| {
+        entries.ids[index as usize]
+            .get()
+            .copied()
+            .unwrap_or_default()
+    };
     let mut order: Vec<u32> = (0..entries.len() as u32).collect();
     order.sort_unstable_by_key(|&index| id(index));
     if let Some(pair) = order.windows(2).find(|pair| id(pair[0]) == id(pair[1])) {
@@ -967,22 +1012,31 @@ fn sorted_by_id(entries: &Entries) -> Result<Vec<u32>, IngestError> {
 /// Phase 4: everything referred to is in the pack or in `existing`.
 fn check_connected(
     entries: &Entries,
-    order: &[u32],
     existing: &ObjectDb,
     references: References,
 ) -> Result<(), IngestError> {
-    let id = |index: u32| entries.ids[index as usize].get().copied().unwrap_or_default();
+    let mut shards: Vec<_> = references
+        .shards
+        .into_iter()
+        .map(|shard| shard.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect();
+    // What the pack holds is there; what is left must be in the repository.
+    for id in &entries.ids {
+        if let Some(id) = id.get() {
+            let id = object_id(id);
+            shards[References::shard(&id)].remove(&id);
+        }
+    }
     let handle = existing.handle();
-    for shard in references.shards {
-        let map = shard.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (target, referrer) in map {
-            let wanted = raw(&target);
-            let in_pack = order
-                .binary_search_by(|&index| id(index).cmp(&wanted))
-                .is_ok();
-            if !in_pack && !handle.exists_without_refresh(&target) {
+    for shard in shards {
+        for (target, referrer) in shard {
+            if !handle.exists_without_refresh(&target) {
+                let referrer = entries.ids[referrer as usize]
+                    .get()
+                    .copied()
+                    .unwrap_or_default();
                 return Err(IngestError::MissingObject {
-                    id: object_id(&id(referrer)),
+                    id: object_id(&referrer),
                     missing: target,
                 });
             }
@@ -1008,7 +1062,12 @@ fn write_index(
             self.out.write_all(bytes)
         }
     }
-    let id = |index: u32| entries.ids[index as usize].get().copied().unwrap_or_default();
+    let id = |index: u32| {
+        entries.ids[index as usize]
+            .get()
+            .copied()
+            .unwrap_or_default()
+    };
     let mut out = Hashing {
         out: BufWriter::with_capacity(256 * 1024, File::create(path)?),
         hash: gix_hash::hasher(gix_hash::Kind::Sha1),
@@ -1060,6 +1119,106 @@ fn write_index(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Command, Stdio};
+
+    fn git(dir: &Path, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        let mut child = Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("git runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write stdin");
+        let output = child.wait_with_output().expect("git finishes");
+        assert!(output.status.success(), "git {args:?} failed");
+        output.stdout
+    }
+
+    /// A pack of one file edited 80 times (long delta chains) and a tree
+    /// per commit, as git packs it.
+    fn deep_pack(dir: &Path) -> Vec<u8> {
+        git(dir, &["init", "-q", "--bare", "."], b"");
+        let mut stream = Vec::new();
+        for version in 0..80u32 {
+            let content: String = (0..400u32)
+                .map(|line| format!("line {line} {}\n", line.min(version)))
+                .collect();
+            stream.extend_from_slice(
+                format!(
+                    "commit refs/heads/main\ncommitter A <a@example.com> {} +0000\ndata 2\nc\n\
+                     M 644 inline dir/f.txt\ndata {}\n{content}\n",
+                    1_700_000_000 + version,
+                    content.len()
+                )
+                .as_bytes(),
+            );
+        }
+        git(dir, &["fast-import", "--quiet"], &stream);
+        git(
+            dir,
+            &[
+                "pack-objects",
+                "--all",
+                "--stdout",
+                "--depth=60",
+                "--window=100",
+            ],
+            b"",
+        )
+    }
+
+    #[test]
+    fn bases_dropped_for_memory_are_decoded_again() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let source = scratch.path().join("source");
+        std::fs::create_dir_all(&source).expect("mkdir");
+        let pack = deep_pack(&source);
+        let empty = scratch.path().join("empty");
+        std::fs::create_dir_all(empty.join("pack")).expect("mkdir");
+        let existing = ObjectDb::open(&empty).expect("empty db");
+        std::fs::write(scratch.path().join("reference.pack"), &pack).expect("write");
+        git(
+            scratch.path(),
+            &["index-pack", "-o", "reference.idx", "reference.pack"],
+            b"",
+        );
+        let reference = std::fs::read(scratch.path().join("reference.idx")).expect("idx");
+        // The chains are long enough for dropped bases to matter.
+        let stats = git(scratch.path(), &["verify-pack", "-s", "reference.idx"], b"");
+        let stats = String::from_utf8_lossy(&stats);
+        assert!(
+            stats.contains("chain length = 20:"),
+            "expected deep delta chains: {stats}"
+        );
+        // Nothing kept (every base decoded again from the pack), a little,
+        // and the default.
+        for held in [0, 4096, HELD_BYTES] {
+            let staging = scratch.path().join(format!("staging-{held}"));
+            std::fs::create_dir_all(&staging).expect("mkdir");
+            let indexed = index_pack_holding(
+                &mut &pack[..],
+                &staging,
+                &existing,
+                IngestLimits::default(),
+                held,
+            )
+            .expect("valid pack")
+            .expect("objects");
+            assert_eq!(indexed.object_count, 80 * 4);
+            assert_eq!(
+                std::fs::read(&indexed.index_path).expect("idx"),
+                reference,
+                "the index git writes (holding {held} bytes)"
+            );
+            assert_eq!(std::fs::read(&indexed.pack_path).expect("pack"), pack);
+        }
+    }
 
     #[test]
     fn deltas_copy_and_insert() {

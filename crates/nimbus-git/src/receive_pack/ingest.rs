@@ -118,15 +118,16 @@ pub fn ingest(
             message: "the pack is missing".into(),
         });
     }
-    let indexed = index_pack::index_pack(&mut reader, staging, existing, limits).map_err(|err| {
-        if exceeded.load(Ordering::Relaxed) {
-            IngestError::TooLarge {
-                limit: limits.max_pack_bytes,
+    let indexed =
+        index_pack::index_pack(&mut reader, staging, existing, limits).map_err(|err| {
+            if exceeded.load(Ordering::Relaxed) {
+                IngestError::TooLarge {
+                    limit: limits.max_pack_bytes,
+                }
+            } else {
+                err
             }
-        } else {
-            err
-        }
-    })?;
+        })?;
     // Trailing bytes after the pack are a protocol error.
     let mut trailing = [0u8; 1];
     if reader.read(&mut trailing).unwrap_or(0) > 0 {
@@ -137,11 +138,12 @@ pub fn ingest(
     let Some(indexed) = indexed else {
         return Ok(None);
     };
-    let bundle = gix_pack::Bundle::at(&indexed.index_path, gix_hash::Kind::Sha1).map_err(|err| {
-        IngestError::InvalidPack {
-            message: describe(&err),
-        }
-    })?;
+    let bundle =
+        gix_pack::Bundle::at(&indexed.index_path, gix_hash::Kind::Sha1).map_err(|err| {
+            IngestError::InvalidPack {
+                message: describe(&err),
+            }
+        })?;
     Ok(Some(ReceivedPack {
         name: indexed.name,
         object_count: indexed.object_count,
@@ -276,6 +278,14 @@ pub(crate) fn check_object_with(
     }
 }
 
+const VALID_MODES: [gix_object::tree::EntryKind; 5] = [
+    gix_object::tree::EntryKind::Blob,
+    gix_object::tree::EntryKind::BlobExecutable,
+    gix_object::tree::EntryKind::Link,
+    gix_object::tree::EntryKind::Tree,
+    gix_object::tree::EntryKind::Commit,
+];
+
 fn check_tree(
     id: ObjectId,
     data: &[u8],
@@ -288,13 +298,11 @@ fn check_tree(
     let mut tree_names: Vec<&BStr> = Vec::new();
     for entry in gix_object::TreeRefIter::from_bytes(data, gix_hash::Kind::Sha1) {
         let entry = entry.map_err(|e| invalid(id, format!("bad tree: {}", describe(&e))))?;
-        let mut buf = [0u8; 6];
-        let mode: &[u8] = entry.mode.as_bytes(&mut buf);
-        if !matches!(
-            mode,
-            b"100644" | b"100755" | b"120000" | b"40000" | b"160000"
-        ) {
-            return Err(invalid(id, format!("bad file mode {:?}", mode.as_bstr())));
+        // The five modes git writes, exactly ("040000" is another mode).
+        if !VALID_MODES.iter().any(|kind| entry.mode == (*kind).into()) {
+            let mut buf = [0u8; 6];
+            let mode = entry.mode.as_bytes(&mut buf);
+            return Err(invalid(id, format!("bad file mode {mode:?}")));
         }
         check_entry_name(id, entry.filename)?;
         let is_tree = entry.mode.is_tree();
@@ -394,6 +402,7 @@ mod tests {
                 "not sorted",
             ),
             (tree(&[("100664", "a", id('1'))]), "bad file mode"),
+            (tree(&[("040000", "a", id('1'))]), "bad file mode"),
             (tree(&[("100644", ".git", id('1'))]), "refuses"),
             (tree(&[("40000", ".GIT", id('1'))]), "refuses"),
             (tree(&[("100644", "..", id('1'))]), "bad file name"),
