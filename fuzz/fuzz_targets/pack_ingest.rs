@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 const LIMITS: IngestLimits = IngestLimits {
     max_pack_bytes: 1 << 20,
     max_object_bytes: 4 << 20,
+    max_objects: 100_000,
 };
 
 struct Fixture {

@@ -245,6 +245,7 @@ impl GitService {
             let limits = IngestLimits {
                 max_pack_bytes: u64::MAX,
                 max_object_bytes: usize::MAX,
+                max_objects: u32::MAX,
             };
             let data = io::BufReader::new(std::fs::File::open(&pack_path)?);
             let received = ingest::ingest(data, &staging_path, &snapshot.db, limits)?;

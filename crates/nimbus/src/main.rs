@@ -280,6 +280,10 @@ struct ServeArgs {
     /// The largest pack a push may send, in MiB.
     #[arg(long, env = "NIMBUS_MAX_PACK_MIB", default_value_t = 4096)]
     max_pack_mib: u64,
+    /// The most objects a pushed pack may hold (receiving one keeps about
+    /// 75 bytes per object in memory).
+    #[arg(long, env = "NIMBUS_MAX_PACK_OBJECTS", default_value_t = 20_000_000)]
+    max_pack_objects: u32,
     /// Compact a repository once a push leaves it with more packs than this.
     #[arg(long, env = "NIMBUS_COMPACT_THRESHOLD", default_value_t = 16)]
     compact_threshold: usize,
@@ -599,6 +603,9 @@ async fn open(storage: &StorageArgs, serve: Option<&ServeArgs>) -> Result<Backen
             staging_dir: data.join("tmp"),
             ingest_limits: IngestLimits {
                 max_pack_bytes,
+                max_objects: serve
+                    .map(|s| s.max_pack_objects)
+                    .unwrap_or(IngestLimits::default().max_objects),
                 ..IngestLimits::default()
             },
             clone_packs,

@@ -24,7 +24,7 @@ use crate::objects::ObjectDb;
 use gix_hash::ObjectId;
 use gix_pack::data::entry::Header;
 use std::fs::File;
-use std::io::{self, BufRead, BufWriter, Read, Seek, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -480,17 +480,33 @@ fn index_pack_holding(
     held_bytes: usize,
 ) -> Result<Option<Indexed>, IngestError> {
     let temporary = staging.join("incoming.pack");
+    let result = index_into(input, staging, &temporary, existing, limits, held_bytes);
+    if result.is_err() {
+        // Refused: nothing of it stays in staging.
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+fn index_into(
+    input: &mut impl BufRead,
+    staging: &Path,
+    temporary: &Path,
+    existing: &ObjectDb,
+    limits: IngestLimits,
+    held_bytes: usize,
+) -> Result<Option<Indexed>, IngestError> {
     let file = File::options()
         .read(true)
         .write(true)
         .create_new(true)
-        .open(&temporary)
+        .open(temporary)
         .map_err(IngestError::Write)?;
     let references = References::new();
     let (mut entries, mut file, checksum) = receive(input, file, limits, &references)?;
     if entries.len() == 0 {
         drop(file);
-        let _ = std::fs::remove_file(&temporary);
+        let _ = std::fs::remove_file(temporary);
         return Ok(None);
     }
     entries.ofs_children.sort_unstable_by_key(|(base, _)| *base);
@@ -516,8 +532,11 @@ fn index_pack_holding(
     let index_path = staging.join(format!("{name}.idx"));
     file.sync_all().map_err(IngestError::Write)?;
     drop(file);
-    std::fs::rename(&temporary, &pack_path).map_err(IngestError::Write)?;
-    write_index(&index_path, &entries, &order, &checksum).map_err(IngestError::Write)?;
+    write_index(&index_path, &entries, &order, &checksum).map_err(|err| {
+        let _ = std::fs::remove_file(&index_path);
+        IngestError::Write(err)
+    })?;
+    std::fs::rename(temporary, &pack_path).map_err(IngestError::Write)?;
     let size = |path: &Path| {
         std::fs::metadata(path)
             .map(|m| m.len())
@@ -552,6 +571,12 @@ fn receive(
     tee.read_exact(&mut header).map_err(read_error)?;
     let (_version, count) = gix_pack::data::header::decode(&header)
         .map_err(|err| invalid_pack(format!("bad pack header: {err:#}")))?;
+    if count > limits.max_objects {
+        return Err(invalid_pack(format!(
+            "the pack holds {count} objects, more than the limit of {}",
+            limits.max_objects
+        )));
+    }
     let count = count as usize;
     // Reserve for what was announced only up to a point: the tables grow
     // with the entries actually received.
@@ -642,6 +667,10 @@ fn receive(
     }
     if let Some(err) = tee.error.take() {
         return Err(IngestError::Write(err));
+    }
+    // Nothing may follow the pack.
+    if !tee.inner.fill_buf().map_err(read_error)?.is_empty() {
+        return Err(invalid_pack("unexpected data after the pack"));
     }
     let file = tee
         .file
@@ -896,87 +925,93 @@ fn resolve(
 /// Phase 3: append the bases of deltas that are not in the pack (a thin
 /// pack) from `existing`, and resolve those deltas. Returns the new
 /// checksum if the pack changed.
+///
+/// As git does: unresolved reference deltas are taken in pack order, and
+/// for each still unresolved, its base is appended if the repository has
+/// it and its family resolved at once, so that a base which is the result
+/// of another delta of the pack (waiting on an outside base itself) is
+/// made by that delta, never appended twice.
 fn complete_thin(
     file: &mut File,
     entries: &mut Entries,
     existing: &ObjectDb,
     resolving: &Resolving<'_>,
 ) -> Result<Option<[u8; 20]>, IngestError> {
-    let mut missing: Vec<[u8; 20]> = entries
+    let resolved = |entries: &Entries, index: u32| entries.ids[index as usize].get().is_some();
+    let mut waiting: Vec<(u32, [u8; 20])> = entries
         .ref_children
         .iter()
-        .filter(|(_, delta)| entries.ids[*delta as usize].get().is_none())
-        .map(|(base, _)| *base)
+        .filter(|(_, delta)| !resolved(entries, *delta))
+        .map(|(base, delta)| (*delta, *base))
         .collect();
-    let unresolved_ofs = entries
-        .ofs_children
-        .iter()
-        .any(|(_, delta)| entries.ids[*delta as usize].get().is_none());
-    if missing.is_empty() {
-        return if unresolved_ofs {
-            Err(invalid_pack("a delta's base could not be resolved"))
-        } else {
+    if waiting.is_empty() {
+        return if entries.ids.iter().all(|id| id.get().is_some()) {
             Ok(None)
+        } else {
+            Err(invalid_pack("a delta's base could not be resolved"))
         };
     }
-    missing.dedup();
+    waiting.sort_unstable();
     let handle = existing.handle();
-    let first_new = entries.len();
-    // Drop the trailer and append each base as a whole object.
+    // Drop the trailer; bases go where it was.
     file.set_len(entries.data_end).map_err(IngestError::Write)?;
-    file.seek(io::SeekFrom::Start(entries.data_end))
-        .map_err(IngestError::Write)?;
-    let mut out = BufWriter::new(&*file);
-    let mut position = entries.data_end;
     let mut buffer = Vec::new();
-    for base in &missing {
+    for (delta, base) in &waiting {
+        if resolved(entries, *delta) {
+            continue;
+        }
         let id = object_id(base);
-        let object = gix_object::Find::try_find(&handle, &id, &mut buffer)
+        let Some(object) = gix_object::Find::try_find(&handle, &id, &mut buffer)
             .map_err(|err| invalid_pack(format!("cannot read {id}: {err:#}")))?
-            .ok_or_else(|| {
-                invalid_pack(format!(
-                    "a delta's base {id} is neither in the pack nor in the repository"
-                ))
-            })?;
+        else {
+            // Perhaps the result of a later delta of the pack.
+            continue;
+        };
         let kind = object.kind;
-        let mut encoded = Vec::new();
         let header = match kind {
             gix_object::Kind::Commit => Header::Commit,
             gix_object::Kind::Tree => Header::Tree,
             gix_object::Kind::Blob => Header::Blob,
             gix_object::Kind::Tag => Header::Tag,
         };
+        let mut encoded = Vec::new();
         header
             .write_to(object.data.len() as u64, &mut encoded)
             .map_err(IngestError::Write)?;
         let mut encoder = flate2::write::ZlibEncoder::new(encoded, flate2::Compression::fast());
         encoder.write_all(object.data).map_err(IngestError::Write)?;
         let encoded = encoder.finish().map_err(IngestError::Write)?;
-        out.write_all(&encoded).map_err(IngestError::Write)?;
+        let position = entries.data_end;
+        file.write_all_at(&encoded, position)
+            .map_err(IngestError::Write)?;
+        let index = u32::try_from(entries.len()).map_err(|_| invalid_pack("too many objects"))?;
         entries.offsets.push(position);
         entries.crcs.push(crc32fast::hash(&encoded));
         entries.types.push(type_id(kind));
         entries.ids.push(OnceLock::from(*base));
-        position += encoded.len() as u64;
+        entries.data_end = position + encoded.len() as u64;
+        resolve(file, entries, &[index], resolving)?;
     }
-    out.flush().map_err(IngestError::Write)?;
-    drop(out);
-    entries.data_end = position;
-    let count = u32::try_from(entries.len()).map_err(|_| invalid_pack("too many objects"))?;
-    let roots: Vec<u32> = (first_new as u32..count).collect();
-    resolve(file, entries, &roots, resolving)?;
+    if let Some((_, base)) = waiting.iter().find(|(delta, _)| !resolved(entries, *delta)) {
+        return Err(invalid_pack(format!(
+            "a delta's base {} is neither in the pack nor in the repository",
+            object_id(base)
+        )));
+    }
     if entries.ids.iter().any(|id| id.get().is_none()) {
         return Err(invalid_pack("a delta's base could not be resolved"));
     }
 
     // The new object count, then the new trailer over everything.
+    let count = u32::try_from(entries.len()).map_err(|_| invalid_pack("too many objects"))?;
     let header = gix_pack::data::header::encode(gix_pack::data::Version::V2, count);
     file.write_all_at(&header, 0).map_err(IngestError::Write)?;
+    let end = entries.data_end;
     let mut hasher = gix_hash::hasher(gix_hash::Kind::Sha1);
     let mut chunk = vec![0u8; 256 * 1024];
     let mut at = 0u64;
-    while at < position {
-        let n = chunk.len().min((position - at) as usize);
+    while at < end {
+        let n = chunk.len().min((end - at) as usize);
         file.read_exact_at(&mut chunk[..n], at)
             .map_err(IngestError::Write)?;
         hasher.update(&chunk[..n]);
@@ -985,7 +1020,7 @@ fn complete_thin(
     let checksum = raw(&hasher
         .try_finalize()
         .map_err(|err| invalid_pack(format!("cannot hash the pack: {err:#}")))?);
-    file.write_all_at(&checksum, position)
+    file.write_all_at(&checksum, end)
         .map_err(IngestError::Write)?;
     Ok(Some(checksum))
 }

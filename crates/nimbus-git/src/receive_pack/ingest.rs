@@ -19,6 +19,9 @@ pub struct IngestLimits {
     pub max_pack_bytes: u64,
     /// The largest single object accepted, in bytes (decompressed).
     pub max_object_bytes: usize,
+    /// The most objects one pack may hold: indexing keeps about 75 bytes
+    /// per object in memory.
+    pub max_objects: u32,
 }
 
 impl Default for IngestLimits {
@@ -26,6 +29,7 @@ impl Default for IngestLimits {
         IngestLimits {
             max_pack_bytes: 4 << 30,
             max_object_bytes: 1 << 30,
+            max_objects: 20_000_000,
         }
     }
 }
@@ -128,13 +132,6 @@ pub fn ingest(
                 err
             }
         })?;
-    // Trailing bytes after the pack are a protocol error.
-    let mut trailing = [0u8; 1];
-    if reader.read(&mut trailing).unwrap_or(0) > 0 {
-        return Err(IngestError::InvalidPack {
-            message: "unexpected data after the pack".into(),
-        });
-    }
     let Some(indexed) = indexed else {
         return Ok(None);
     };
