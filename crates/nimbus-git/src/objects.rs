@@ -46,6 +46,9 @@ pub struct ObjectDb {
     _keep_alive: Arc<dyn Any + Send + Sync>,
 }
 
+/// The most bytes of decoded delta bases one handle keeps.
+pub const DELTA_BASE_CACHE_BYTES: usize = 16 << 20;
+
 /// The most packs one repository may have before it must be compacted.
 const MAX_PACKS: usize = 4096;
 
@@ -122,10 +125,19 @@ impl ObjectDb {
     }
 
     /// A handle for one thread. It never rescans the directory on a miss:
-    /// unknown `have`s are common and must stay cheap.
+    /// unknown `have`s are common and must stay cheap. It keeps the last
+    /// delta bases it decoded (at most [`DELTA_BASE_CACHE_BYTES`], allocated
+    /// as used), like git's `core.deltaBaseCacheLimit`: walking trees
+    /// decodes the versions of one tree one after the other, each a delta
+    /// on the next.
     pub fn handle(&self) -> gix_odb::HandleArc {
         let mut handle = self.store.to_cache_arc();
         handle.refresh_never();
+        handle.set_pack_cache(|| {
+            Box::new(gix_pack::cache::lru::MemoryCappedHashmap::new(
+                DELTA_BASE_CACHE_BYTES,
+            ))
+        });
         handle
     }
 }

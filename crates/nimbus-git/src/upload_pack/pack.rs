@@ -223,6 +223,8 @@ fn locate_client_objects(
     client_has_at: &mut HashMap<u32, HashMap<u64, ObjectId>>,
 ) -> Result<(), gix_error::Error> {
     let mut buf = Vec::new();
+    // Each is inflated to learn its size, which is not needed here; with
+    // one pack, `locate_in_only_pack` avoids that.
     for id in has {
         if let Some(location) = db.location_by_oid(id, &mut buf)? {
             client_has_at
@@ -232,6 +234,23 @@ fn locate_client_objects(
         }
     }
     Ok(())
+}
+
+/// [`locate_client_objects`] for a repository of one pack, whose id in the
+/// database is `pack_id`: offsets straight from its index, nothing
+/// inflated, so any number of them is cheap.
+fn locate_in_only_pack(
+    index: &gix_pack::index::File,
+    pack_id: u32,
+    has: &HashSet<ObjectId>,
+    client_has_at: &mut HashMap<u32, HashMap<u64, ObjectId>>,
+) {
+    let at = client_has_at.entry(pack_id).or_default();
+    for id in has {
+        if let Some(position) = index.lookup(id) {
+            at.insert(index.pack_offset_at_index(position), *id);
+        }
+    }
 }
 
 /// Produces pack entries chunk by chunk, in pack order.
@@ -250,6 +269,8 @@ struct Entries<'a> {
     /// Whether `client_has_at` was filled for every pack at once
     /// ([`locate_client_objects`]).
     client_has_located: bool,
+    /// The index of the repository's pack, when it has only one.
+    only_index: Option<gix_pack::index::File>,
     buf: Vec<u8>,
     stats: PackStats,
 }
@@ -271,13 +292,19 @@ impl Entries<'_> {
             let db = &self.db;
             let client_has_at = &mut self.client_has_at;
             let located = &mut self.client_has_located;
+            let only_index = self.only_index.as_ref();
             let mut thin = 0usize;
             let thin_count = &mut thin;
             let lookup = client_has.map(|has| {
                 move |pack_id: u32, offset: u64| -> gix_error::Result<Option<ObjectId>> {
-                    if !*located && has.len() <= FEW_CLIENT_OBJECTS {
-                        locate_client_objects(db, has, client_has_at)?;
-                        *located = true;
+                    if !*located {
+                        if let Some(index) = only_index {
+                            locate_in_only_pack(index, pack_id, has, client_has_at);
+                            *located = true;
+                        } else if has.len() <= FEW_CLIENT_OBJECTS {
+                            locate_client_objects(db, has, client_has_at)?;
+                            *located = true;
+                        }
                     }
                     let at = match client_has_at.entry(pack_id) {
                         Entry::Occupied(entry) => entry.into_mut(),
@@ -383,7 +410,7 @@ pub fn write_pack(
         })
         .collect();
     let sizes_from_pack_index = locate_from_index(&db, only_pack.as_ref(), &mut counts)?;
-    drop(only_pack);
+    let only_index = only_pack.map(|(_, index)| index);
     if !sizes_from_pack_index {
         locate(&db, &mut counts)?;
     }
@@ -423,6 +450,7 @@ pub fn write_pack(
         client_has: thin.then_some(&plan.client_has),
         client_has_at: HashMap::new(),
         client_has_located: false,
+        only_index,
         buf: Vec::new(),
         stats: PackStats {
             objects: plan.objects.len(),
