@@ -9,6 +9,7 @@ mod identity;
 mod local;
 mod pack_cache;
 mod postgres;
+mod refs_cache;
 mod s3;
 mod shared;
 mod sql;

@@ -80,6 +80,7 @@ fn query_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> PgError 
 #[derive(Debug, Clone)]
 pub struct PgMetadata {
     pool: PgPool,
+    refs_cache: std::sync::Arc<crate::refs_cache::RefsCache>,
 }
 
 impl PgMetadata {
@@ -97,7 +98,10 @@ impl PgMetadata {
             .run(&pool)
             .await
             .map_err(|source| PgError::Migrate { source })?;
-        Ok(PgMetadata { pool })
+        Ok(PgMetadata {
+            pool,
+            refs_cache: Default::default(),
+        })
     }
 
     /// Close all connections, waiting for running queries to finish.

@@ -218,6 +218,29 @@ macro_rules! metadata_store {
             counters.ok_or(MetadataError::RepositoryNotFound)
         }
 
+        impl $store {
+            /// The refs of `repo` at `ref_version` (read inside
+            /// `connection`'s transaction), from the cache when it has them.
+            async fn refs_at(
+                &self,
+                connection: &mut $connection,
+                repo: RepoId,
+                ref_version: i64,
+            ) -> Result<Vec<Ref>, MetadataError> {
+                if let Some(refs) = self.refs_cache.get(repo, ref_version) {
+                    return Ok(refs);
+                }
+                let rows: Vec<sql::RefRow> = sqlx::query_as(sql::LIST_REFS)
+                    .bind(repo.0)
+                    .fetch_all(&mut *connection)
+                    .await
+                    .map_err(query_failed("listing refs"))?;
+                let refs = sql::refs_from_rows(rows).map_err($error::from)?;
+                self.refs_cache.put(repo, ref_version, &refs);
+                Ok(refs)
+            }
+        }
+
         #[async_trait::async_trait]
         impl MetadataStore for $store {
             async fn create_repository_by(
@@ -397,12 +420,25 @@ macro_rules! metadata_store {
             }
 
             async fn refs(&self, repo: RepoId) -> Result<Vec<Ref>, MetadataError> {
-                let rows: Vec<sql::RefRow> = sqlx::query_as(sql::LIST_REFS)
-                    .bind(repo.0)
-                    .fetch_all(&self.pool)
+                let mut transaction = self
+                    .pool
+                    .begin_with(BEGIN_READ)
                     .await
-                    .map_err(query_failed("listing refs"))?;
-                Ok(sql::refs_from_rows(rows).map_err($error::from)?)
+                    .map_err(query_failed("starting a read"))?;
+                let ref_version = match repository_counters(&mut transaction, repo).await {
+                    Ok((_, ref_version)) => ref_version,
+                    // No repository, no refs (as the listing alone says).
+                    Err(MetadataError::RepositoryNotFound) => return Ok(Vec::new()),
+                    Err(error) => return Err(error),
+                };
+                let refs = self
+                    .refs_at(&mut transaction, repo, ref_version)
+                    .await?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_failed("ending a read"))?;
+                Ok(refs)
             }
 
             async fn packs(&self, repo: RepoId) -> Result<Vec<PackRecord>, MetadataError> {
@@ -422,11 +458,9 @@ macro_rules! metadata_store {
                     .map_err(query_failed("starting a read"))?;
                 let (pack_generation, ref_version) =
                     repository_counters(&mut transaction, repo).await?;
-                let refs: Vec<sql::RefRow> = sqlx::query_as(sql::LIST_REFS)
-                    .bind(repo.0)
-                    .fetch_all(&mut *transaction)
-                    .await
-                    .map_err(query_failed("listing refs"))?;
+                let refs = self
+                    .refs_at(&mut transaction, repo, ref_version)
+                    .await?;
                 let packs: Vec<sql::PackRow> = sqlx::query_as(sql::LIST_PACKS)
                     .bind(repo.0)
                     .fetch_all(&mut *transaction)
@@ -437,7 +471,7 @@ macro_rules! metadata_store {
                     .await
                     .map_err(query_failed("ending a read"))?;
                 Ok(RepoState {
-                    refs: sql::refs_from_rows(refs).map_err($error::from)?,
+                    refs,
                     packs: sql::packs_from_rows(packs).map_err($error::from)?,
                     pack_generation,
                     ref_version,

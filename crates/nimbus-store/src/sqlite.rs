@@ -81,6 +81,7 @@ fn query_failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> SqliteEr
 #[derive(Debug, Clone)]
 pub struct SqliteMetadata {
     pool: SqlitePool,
+    refs_cache: std::sync::Arc<crate::refs_cache::RefsCache>,
 }
 
 impl SqliteMetadata {
@@ -143,7 +144,10 @@ impl SqliteMetadata {
             .commit()
             .await
             .map_err(query_failed("committing the migration"))?;
-        Ok(SqliteMetadata { pool })
+        Ok(SqliteMetadata {
+            pool,
+            refs_cache: Default::default(),
+        })
     }
 
     /// Close all connections, waiting for running queries to finish.

@@ -428,6 +428,37 @@ async fn repositories_are_updated_and_renamed(backend: Backend) -> anyhow::Resul
     Ok(())
 }
 
+/// Each store keeps the refs it read, by `ref_version`: a second server on
+/// the same database moving a ref is seen by the first at once.
+async fn refs_read_again_show_pushes_from_other_servers(backend: Backend) -> anyhow::Result<()> {
+    let database = backend.fresh_database().await?;
+    let first = database.open().await?;
+    let second = database.open().await?;
+    let repo = create_repo(&*first, "shared").await?;
+    assert!(first.refs(repo.id).await?.is_empty());
+    let targets = |refs: Vec<nimbus_types::Ref>| -> Vec<(String, ObjectId)> {
+        refs.into_iter()
+            .map(|r| (r.name.to_string(), r.target))
+            .collect()
+    };
+    for (old, new) in [(None, '1'), (Some('1'), '2'), (Some('2'), '3')] {
+        let outcomes = second
+            .apply_push(
+                repo.id,
+                &push(&[], vec![update("refs/heads/main", old, Some(new))], false),
+            )
+            .await?;
+        assert_eq!(outcomes, [Ok(())]);
+        let expected = vec![("refs/heads/main".to_owned(), oid(new))];
+        // Twice each: read from the database, then from the cache.
+        for _ in 0..2 {
+            assert_eq!(targets(first.refs(repo.id).await?), expected);
+            assert_eq!(targets(first.repo_state(repo.id).await?.refs), expected);
+        }
+    }
+    Ok(())
+}
+
 async fn deleting_a_repository_removes_its_refs_and_packs(backend: Backend) -> anyhow::Result<()> {
     let database = backend.fresh_database().await?;
     let metadata = database.open().await?;
@@ -3473,6 +3504,7 @@ async fn deleting_a_webhook_deletes_its_deliveries(backend: Backend) -> anyhow::
 }
 
 metadata_suite! {
+    refs_read_again_show_pushes_from_other_servers,
     repo_state_counts_ref_changes,
     compaction_replaces_packs_and_retires_them,
     garbage_collection_needs_unmoved_refs_and_rechecks_pushes,
