@@ -170,11 +170,14 @@ fn inflate(
     size: usize,
     out: Option<&mut Vec<u8>>,
 ) -> Result<(), IngestError> {
+    // The output grows with what is actually inflated, so a header
+    // announcing a huge object costs nothing until its data comes.
+    const FIRST_OUTPUT: usize = 64 * 1024;
     let mut scratch = [0u8; 8 * 1024];
     let mut out = out;
     if let Some(out) = out.as_deref_mut() {
         out.clear();
-        out.resize(size, 0);
+        out.resize(size.min(FIRST_OUTPUT), 0);
     }
     state.reset();
     let mut produced = 0usize;
@@ -184,7 +187,12 @@ fn inflate(
             return Err(invalid_pack("the pack is truncated"));
         }
         let target: &mut [u8] = match out.as_deref_mut() {
-            Some(out) if produced < size => &mut out[produced..],
+            Some(out) if produced < size => {
+                if produced == out.len() {
+                    out.resize(size.min(out.len().saturating_mul(2)), 0);
+                }
+                &mut out[produced..]
+            }
             _ => &mut scratch,
         };
         let (before_in, before_out) = (state.total_in(), state.total_out());
@@ -240,6 +248,27 @@ fn delta_size(data: &[u8], at: &mut usize) -> Result<u64, IngestError> {
     }
 }
 
+/// One operand of a delta's copy command: `bytes` little-endian bytes,
+/// each present if its bit in `present` is set (else zero).
+fn copy_operand(
+    present: u8,
+    bytes: u8,
+    delta: &[u8],
+    at: &mut usize,
+) -> Result<usize, IngestError> {
+    let mut value = 0usize;
+    for byte in 0..bytes {
+        if present & (1 << byte) != 0 {
+            let read = *delta
+                .get(*at)
+                .ok_or_else(|| invalid_pack("corrupt delta: a copy is truncated"))?;
+            *at += 1;
+            value |= usize::from(read) << (8 * byte);
+        }
+    }
+    Ok(value)
+}
+
 /// Apply `delta` to `base`, refusing a result over `max_size` bytes.
 fn apply_delta(base: &[u8], delta: &[u8], max_size: usize) -> Result<Vec<u8>, IngestError> {
     let corrupt = |what: &str| invalid_pack(format!("corrupt delta: {what}"));
@@ -257,30 +286,15 @@ fn apply_delta(base: &[u8], delta: &[u8], max_size: usize) -> Result<Vec<u8>, In
                 "an object is larger than the limit of {max_size} bytes"
             ))
         })?;
-    let mut out = Vec::with_capacity(result_size);
+    // Reserved up to a point: the header's size is only a claim.
+    let mut out = Vec::with_capacity(result_size.min(16 << 20));
     while let Some(&command) = delta.get(at) {
         at += 1;
         if command & 0x80 != 0 {
-            let mut offset = 0usize;
-            let mut size = 0usize;
-            for bit in 0..4 {
-                if command & (1 << bit) != 0 {
-                    let byte = *delta
-                        .get(at)
-                        .ok_or_else(|| corrupt("a copy is truncated"))?;
-                    at += 1;
-                    offset |= usize::from(byte) << (8 * bit);
-                }
-            }
-            for bit in 0..3 {
-                if command & (0x10 << bit) != 0 {
-                    let byte = *delta
-                        .get(at)
-                        .ok_or_else(|| corrupt("a copy is truncated"))?;
-                    at += 1;
-                    size |= usize::from(byte) << (8 * bit);
-                }
-            }
+            // Bits 0-3 say which bytes of the offset follow, bits 4-6 those
+            // of the size (little-endian, absent bytes are zero).
+            let offset = copy_operand(command, 4, delta, &mut at)?;
+            let mut size = copy_operand(command >> 4, 3, delta, &mut at)?;
             if size == 0 {
                 size = 0x10000;
             }
@@ -1253,6 +1267,29 @@ mod tests {
             );
             assert_eq!(std::fs::read(&indexed.pack_path).expect("pack"), pack);
         }
+    }
+
+    #[test]
+    fn a_claimed_size_is_not_allocated_before_the_data_comes() {
+        let mut compressed = Vec::new();
+        let mut encoder =
+            flate2::write::ZlibEncoder::new(&mut compressed, flate2::Compression::fast());
+        encoder.write_all(b"ten bytes!").expect("compress");
+        encoder.finish().expect("compress");
+        let mut state = gix_zlib::Decompress::new();
+        let mut out = Vec::new();
+        let err = inflate(&mut &compressed[..], &mut state, 1 << 30, Some(&mut out))
+            .expect_err("ten bytes are not a GiB");
+        assert!(err.to_string().contains("fewer bytes"), "{err}");
+        assert!(
+            out.capacity() < 1 << 20,
+            "{} bytes allocated",
+            out.capacity()
+        );
+        inflate(&mut &compressed[..], &mut state, 10, Some(&mut out)).expect("exact");
+        assert_eq!(out, b"ten bytes!");
+        let err = inflate(&mut &compressed[..], &mut state, 9, None).expect_err("one too many");
+        assert!(err.to_string().contains("more bytes"), "{err}");
     }
 
     #[test]
