@@ -106,7 +106,7 @@ fn check(data: &[u8]) -> bool {
             assert!(data.len() as u64 > LIMITS.max_pack_bytes);
             false
         }
-        Err(IngestError::Staging(err)) => panic!("staging failed: {err}"),
+        Err(IngestError::Write(err)) => panic!("writing to staging failed: {err}"),
         Err(_) => false,
     };
     drop(result);

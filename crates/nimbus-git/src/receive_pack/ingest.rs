@@ -45,8 +45,6 @@ pub enum IngestError {
     InvalidObject { id: ObjectId, reason: String },
     #[error("object {id} refers to {missing}, which does not exist")]
     MissingObject { id: ObjectId, missing: ObjectId },
-    #[error("could not prepare the staging directory")]
-    Staging(#[source] io::Error),
     #[error("could not write the received pack: {0}")]
     Write(#[source] io::Error),
 }
