@@ -7,7 +7,8 @@ use gix_hash::ObjectId;
 use gix_object::{Find, FindHeader};
 use std::any::Any;
 use std::collections::HashMap;
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Errors reading objects.
@@ -41,6 +42,10 @@ pub enum ObjectError {
 #[derive(Clone)]
 pub struct ObjectDb {
     store: Arc<gix_odb::Store>,
+    /// The objects directory, and the file names of the pack indices it
+    /// held when opened (sorted), to map it again ([`ObjectDb::remapped`]).
+    dir: PathBuf,
+    indices: Arc<[OsString]>,
     /// Whatever keeps the directory alive (a pack cache lease), dropped
     /// with the last clone.
     _keep_alive: Arc<dyn Any + Send + Sync>,
@@ -57,7 +62,11 @@ impl ObjectDb {
     /// the directory is first read are used: callers open a new database
     /// when the repository's pack list changes.
     pub fn open(objects_dir: &Path) -> Result<Self, ObjectError> {
-        Self::open_store(objects_dir, Arc::new(()))
+        // Listed first: a pack added later is not one gix saw.
+        let indices = first_object_of_every_index(&objects_dir.join("pack"))
+            .map(|indices| indices.into_iter().map(|(name, _)| name).collect())
+            .unwrap_or_default();
+        Self::open_store(objects_dir, indices, Arc::new(()))
     }
 
     /// [`ObjectDb::open`] for a directory that must hold exactly
@@ -73,15 +82,42 @@ impl ObjectDb {
         expected_packs: usize,
         keep_alive: impl Any + Send + Sync,
     ) -> Result<Self, ObjectError> {
+        Self::open_checked(
+            objects_dir,
+            Expected::Count(expected_packs),
+            Arc::new(keep_alive),
+        )
+    }
+
+    fn open_checked(
+        objects_dir: &Path,
+        expected: Expected<'_>,
+        keep_alive: Arc<dyn Any + Send + Sync>,
+    ) -> Result<Self, ObjectError> {
         // Listed before gix lists the directory: if both see every pack,
         // no pack was missing when gix looked.
-        let first_objects = first_object_of_every_index(&objects_dir.join("pack"))?;
+        let (indices, first_objects): (Vec<OsString>, Vec<Option<ObjectId>>) =
+            first_object_of_every_index(&objects_dir.join("pack"))?
+                .into_iter()
+                .unzip();
+        let expected_packs = match expected {
+            Expected::Count(count) => count,
+            Expected::Same(names) => {
+                if *names != *indices {
+                    return Err(ObjectError::Open(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the packs of the directory changed",
+                    )));
+                }
+                names.len()
+            }
+        };
         check_pack_count(
             "pack indices in the directory",
-            first_objects.len(),
+            indices.len(),
             expected_packs,
         )?;
-        let db = Self::open_store(objects_dir, Arc::new(keep_alive))?;
+        let db = Self::open_store(objects_dir, indices.into(), keep_alive)?;
         let mut handle = db.store.to_cache_arc();
         handle.prevent_pack_unload();
         handle.refresh_never();
@@ -104,8 +140,24 @@ impl ObjectDb {
         Ok(db)
     }
 
+    /// The same packs, mapped anew by a store of its own. Pages read
+    /// through it stay resident only while it lives: a long walk reads
+    /// through a succession of these ([`Objects::remapping`]) so that it
+    /// does not end up with most of the pack mapped into memory. Like
+    /// [`ObjectDb::open_keeping`], an error unless the directory holds the
+    /// packs it held when this database was opened (pack names are their
+    /// checksums), each readable.
+    pub fn remapped(&self) -> Result<ObjectDb, ObjectError> {
+        Self::open_checked(
+            &self.dir,
+            Expected::Same(&self.indices),
+            Arc::clone(&self._keep_alive),
+        )
+    }
+
     fn open_store(
         objects_dir: &Path,
+        indices: Arc<[OsString]>,
         keep_alive: Arc<dyn Any + Send + Sync>,
     ) -> Result<Self, ObjectError> {
         let store = gix_odb::Store::at_opts(
@@ -120,6 +172,8 @@ impl ObjectDb {
         .map_err(ObjectError::Open)?;
         Ok(ObjectDb {
             store: Arc::new(store),
+            dir: objects_dir.to_owned(),
+            indices,
             _keep_alive: keep_alive,
         })
     }
@@ -142,6 +196,14 @@ impl ObjectDb {
     }
 }
 
+/// What [`ObjectDb::open_checked`] requires of the directory.
+enum Expected<'a> {
+    /// This many packs.
+    Count(usize),
+    /// Exactly the packs whose indices have these file names (sorted).
+    Same(&'a [OsString]),
+}
+
 fn check_pack_count(what: &str, found: usize, expected: usize) -> Result<(), ObjectError> {
     if found == expected {
         return Ok(());
@@ -152,15 +214,21 @@ fn check_pack_count(what: &str, found: usize, expected: usize) -> Result<(), Obj
     )))
 }
 
-/// For every `.idx` in `pack_dir`, its first object id (if any).
-fn first_object_of_every_index(pack_dir: &Path) -> Result<Vec<Option<ObjectId>>, ObjectError> {
+/// For every `.idx` in `pack_dir`, by file name: its name and its first
+/// object id (if any).
+fn first_object_of_every_index(
+    pack_dir: &Path,
+) -> Result<Vec<(OsString, Option<ObjectId>)>, ObjectError> {
     let mut first_objects = Vec::new();
     for entry in std::fs::read_dir(pack_dir).map_err(ObjectError::Open)? {
-        let path = entry.map_err(ObjectError::Open)?.path();
+        let entry = entry.map_err(ObjectError::Open)?;
+        let path = entry.path();
         if path.extension().is_some_and(|extension| extension == "idx") {
-            first_objects.push(first_object_of_index(&path).map_err(ObjectError::Open)?);
+            let first = first_object_of_index(&path).map_err(ObjectError::Open)?;
+            first_objects.push((entry.file_name(), first));
         }
     }
+    first_objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(first_objects)
 }
 
@@ -207,6 +275,20 @@ pub struct Objects {
     commits: HashMap<ObjectId, Option<CommitInfo>>,
     graph: Option<std::sync::Arc<dyn CommitSource>>,
     buf: Vec<u8>,
+    remap: Option<Remap>,
+}
+
+/// How many object reads [`Objects::remapping`] lets one set of mappings
+/// serve. On the large benchmark repository a read touches about 1 KiB of
+/// pack and index pages on average, so a set of mappings holds some tens
+/// of MiB when it is dropped.
+pub const READS_PER_MAPPING: u32 = 4096;
+
+/// See [`Objects::remapping`].
+struct Remap {
+    db: ObjectDb,
+    every: u32,
+    reads: u32,
 }
 
 impl Objects {
@@ -216,6 +298,45 @@ impl Objects {
             commits: HashMap::new(),
             graph: None,
             buf: Vec::new(),
+            remap: None,
+        }
+    }
+
+    /// Objects of `db` read through mappings of their own, replaced by
+    /// fresh ones ([`ObjectDb::remapped`]) every `every` reads, for walks
+    /// that read far more of a pack than they need at any one time (the
+    /// last commit of every file of a large history). Memory-mapped pack
+    /// pages count towards the process's resident memory as long as the
+    /// mapping lives; this bounds them at what `every` reads touch, for
+    /// the price of faulting in again (from the page cache) what the next
+    /// set of mappings reads. If the packs cannot be mapped again (a
+    /// cache emptied under the walk), reading goes on through the mappings
+    /// in use.
+    pub fn remapping(db: ObjectDb, every: u32) -> Self {
+        let handle = db.remapped().unwrap_or_else(|_| db.clone()).handle();
+        let mut objects = Objects::new(handle);
+        objects.remap = Some(Remap {
+            db,
+            every: every.max(1),
+            reads: 0,
+        });
+        objects
+    }
+
+    /// Count one read of an object's data (header lookups are not
+    /// counted: they touch far less), and map the packs anew when the mappings in use
+    /// have served their reads.
+    fn count_read(&mut self) {
+        let Some(remap) = &mut self.remap else {
+            return;
+        };
+        remap.reads += 1;
+        if remap.reads < remap.every {
+            return;
+        }
+        remap.reads = 0;
+        if let Ok(fresh) = remap.db.remapped() {
+            self.handle = fresh.handle();
         }
     }
 
@@ -258,6 +379,7 @@ impl Objects {
         &mut self,
         id: &ObjectId,
     ) -> Result<Option<(gix_object::Kind, &[u8])>, ObjectError> {
+        self.count_read();
         match self.handle.try_find(id, &mut self.buf) {
             Ok(Some(data)) => Ok(Some((data.kind, data.data))),
             Ok(None) => Ok(None),
@@ -272,6 +394,7 @@ impl Objects {
                 self.commits.insert(*id, Some(info));
                 return Ok(self.commits.get(id).and_then(|c| c.as_ref()));
             }
+            self.count_read();
             let info = match self.handle.try_find(id, &mut self.buf) {
                 Ok(Some(data)) if data.kind == gix_object::Kind::Commit => {
                     let commit = gix_object::CommitRef::from_bytes(data.data, gix_hash::Kind::Sha1)

@@ -7,9 +7,11 @@ mod support;
 
 use gix_hash::ObjectId;
 use nimbus_git::last_commit::{self, LastCommitLimits, LastCommits};
+use nimbus_git::objects::Objects;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 use support::Repo;
 
 /// Files in nested directories, an executable whose mode changes, a
@@ -270,4 +272,52 @@ fn the_walk_limit_leaves_out_unresolved_entries() {
         seen_partial,
         "some limit should resolve only part of the entries"
     );
+}
+
+/// The web UI walks through mappings renewed every so many reads
+/// (`Objects::remapping`), so a long walk does not keep the whole pack
+/// resident: answers must not depend on where the renewals fall.
+#[test]
+fn walks_through_renewed_mappings_give_the_same_answers() {
+    let (repo, marks) = Repo::fast_import(&support::generated_history(0x1a57_c0de, 220));
+    let head = repo.id("main");
+    let limits = LastCommitLimits::default();
+    for (commit, dir) in [(head, ""), (head, "dir"), (marks[40], "")] {
+        let expected = assert_matches_git(&repo, commit, dir);
+        for every in [1, 2, 5] {
+            let mut objects = Objects::remapping(repo.db.clone(), every);
+            let first = objects.handle.store();
+            let ours = last_commit::last_commits(&mut objects, commit, dir.as_bytes(), &limits)
+                .expect("walk")
+                .expect("a directory");
+            assert_eq!(ours, expected, "{dir:?} at {commit}, renewed every {every}");
+            assert!(
+                !Arc::ptr_eq(&first, &objects.handle.store()),
+                "the mappings were renewed (every {every})"
+            );
+        }
+    }
+}
+
+/// When the directory no longer holds the packs the database was opened
+/// over, the walk goes on through the mappings it has rather than through
+/// a store that sees other packs.
+#[test]
+fn renewed_mappings_are_not_taken_from_a_changed_directory() {
+    let (repo, _) = Repo::fast_import(&support::generated_history(0x1a57_c0de, 60));
+    let head = repo.id("main");
+    let limits = LastCommitLimits::default();
+    let expected = assert_matches_git(&repo, head, "");
+    let mut objects = Objects::remapping(repo.db.clone(), 1);
+    // A pack added beside the old ones (nothing removed).
+    let later = repo.git(&["commit-tree", "main^{tree}", "-p", "main", "-m", "later"]);
+    repo.git(&["update-ref", "refs/heads/later", later.trim()]);
+    repo.git(&["repack", "-q"]);
+    assert!(repo.db.remapped().is_err(), "the directory has a new pack");
+    let first = objects.handle.store();
+    let ours = last_commit::last_commits(&mut objects, head, b"", &limits)
+        .expect("walk")
+        .expect("a directory");
+    assert_eq!(ours, expected);
+    assert!(Arc::ptr_eq(&first, &objects.handle.store()));
 }

@@ -22,7 +22,7 @@ use gix_hash::ObjectId;
 use lru::LruCache;
 use nimbus_git::browse::BrowseError;
 use nimbus_git::last_commit::{self, LastCommitLimits, LastCommits};
-use nimbus_git::objects::Objects;
+use nimbus_git::objects::{Objects, READS_PER_MAPPING};
 use nimbus_git::service::GitService;
 use nimbus_types::{RepoId, Repository};
 use std::collections::HashMap;
@@ -175,7 +175,10 @@ async fn compute(cache: Arc<LastCommitCache>, git: Arc<GitService>, repo: Reposi
     let answer = match git.snapshot(&repo).await {
         Ok(snapshot) => {
             let work = tokio::task::spawn_blocking(move || {
-                let mut objects = Objects::new(snapshot.db.handle());
+                // A walk of a large history reads most of its pack: through
+                // mappings of its own, renewed as it goes, so that the pages
+                // it has read do not all stay resident.
+                let mut objects = Objects::remapping(snapshot.db, READS_PER_MAPPING);
                 last_commit::last_commits(&mut objects, commit, &dir, &LastCommitLimits::default())
             })
             .await;
