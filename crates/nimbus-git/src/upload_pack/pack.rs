@@ -103,6 +103,38 @@ fn only_pack_index(
     Ok(Some((index_path, index)))
 }
 
+/// Finds ids' positions in a pack index. Ids asked for in sorted order
+/// (as clone plans hold them) are found by one pass over the index, in
+/// order: a binary search each touches the index all over (at the large
+/// scale, 1.8 million searches were most of a cold clone's CPU time).
+struct Positions<'a> {
+    index: &'a gix_pack::index::File,
+    /// With sorted ids: the first position not below the last id asked for.
+    cursor: Option<u32>,
+}
+
+impl<'a> Positions<'a> {
+    /// `sorted`: the ids will be asked for in ascending order.
+    fn new(index: &'a gix_pack::index::File, sorted: bool) -> Self {
+        Positions {
+            index,
+            cursor: sorted.then_some(0),
+        }
+    }
+
+    /// The position of `id` in the index, if it is there.
+    fn of(&mut self, id: &gix_hash::oid) -> Option<u32> {
+        let Some(cursor) = self.cursor.as_mut() else {
+            return self.index.lookup(id);
+        };
+        let total = self.index.num_objects();
+        while *cursor < total && self.index.oid_at_index(*cursor) < id {
+            *cursor += 1;
+        }
+        (*cursor < total && self.index.oid_at_index(*cursor) == id).then_some(*cursor)
+    }
+}
+
 /// The repository's pack, opened, when it is the only one and holds exactly
 /// `objects` (as a set): then that file, as it is, is the pack to send (its
 /// header counts these objects, every delta's base is in it, and its
@@ -125,8 +157,9 @@ fn whole_pack(
     // Every object is in the pack, and every entry of the pack is hit
     // (so duplicates in `objects` cannot hide an extra entry).
     let mut hit = vec![false; objects.len()];
+    let mut positions = Positions::new(index, objects.is_sorted());
     for id in objects {
-        match index.lookup(id) {
+        match positions.of(id) {
             Some(at) => hit[at as usize] = true,
             None => return Ok(None),
         }
@@ -183,8 +216,9 @@ fn locate_from_index(
     else {
         return Ok(false);
     };
+    let mut positions = Positions::new(index, counts.is_sorted_by(|a, b| a.id <= b.id));
     for count in counts.iter_mut() {
-        let Some(at) = index.lookup(count.id) else {
+        let Some(at) = positions.of(&count.id) else {
             continue;
         };
         let offset = index.pack_offset_at_index(at);
@@ -476,4 +510,102 @@ pub fn write_pack(
     let mut stats = entries.stats;
     stats.checksum = checksum;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pack index of a small repository `git` made (objects of three
+    /// commits), read from a temporary directory.
+    fn git_index() -> (tempfile::TempDir, PathBuf, gix_pack::index::File) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@e", "-C"])
+                .arg(dir.path())
+                .args(args)
+                .status()
+                .expect("git runs");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        for n in 0..3 {
+            std::fs::write(dir.path().join(format!("f{n}")), format!("{n}\n")).expect("write");
+            git(&["add", "."]);
+            git(&["commit", "-q", "-m", &format!("c{n}")]);
+        }
+        git(&["repack", "-adq"]);
+        let packs = dir.path().join(".git/objects/pack");
+        let index = std::fs::read_dir(&packs)
+            .expect("pack directory")
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .find(|path| path.extension().is_some_and(|e| e == "idx"))
+            .expect("an index");
+        let file = gix_pack::index::File::at(&index, gix_hash::Kind::Sha1).expect("index");
+        (dir, index, file)
+    }
+
+    #[test]
+    fn positions_of_sorted_ids_are_the_lookups() {
+        let (_dir, _, index) = git_index();
+        let stored: Vec<ObjectId> = (0..index.num_objects())
+            .map(|at| index.oid_at_index(at).to_owned())
+            .collect();
+        assert!(stored.len() >= 9 && stored.is_sorted());
+        // Ids the index lacks: below, between and above its own.
+        let mut absent = vec![
+            ObjectId::from_bytes_or_panic(&[0; 20]),
+            ObjectId::from_bytes_or_panic(&[0xff; 20]),
+        ];
+        for pair in stored.windows(2) {
+            let mut between = pair[0];
+            between.as_mut_slice()[19] ^= 1;
+            if between > pair[0] && between < pair[1] {
+                absent.push(between);
+            }
+        }
+        assert!(absent.len() > 2, "some gaps between the index's ids");
+        // Every other stored id, twice, and the absent ones.
+        let mut ids: Vec<ObjectId> = stored.iter().step_by(2).copied().collect();
+        ids.extend(stored.iter().step_by(4).copied());
+        ids.extend(absent.iter().copied());
+        ids.sort();
+        let mut sorted = Positions::new(&index, true);
+        let mut searched = Positions::new(&index, false);
+        for id in &ids {
+            let expected = index.lookup(id);
+            assert_eq!(expected.is_some(), stored.contains(id));
+            assert_eq!(sorted.of(id), expected, "{id}");
+            assert_eq!(searched.of(id), expected, "{id}");
+        }
+    }
+
+    #[test]
+    fn the_whole_pack_is_sent_only_for_exactly_its_objects() {
+        let (_dir, index_path, index) = git_index();
+        let stored: Vec<ObjectId> = (0..index.num_objects())
+            .map(|at| index.oid_at_index(at).to_owned())
+            .collect();
+        let only_pack = Some((index_path, index));
+        let sends_whole = |ids: &[ObjectId]| {
+            whole_pack(only_pack.as_ref(), ids)
+                .expect("no error")
+                .is_some()
+        };
+        let mut reversed = stored.clone();
+        reversed.reverse();
+        assert!(sends_whole(&stored), "sorted");
+        assert!(sends_whole(&reversed), "in another order");
+        let mut fewer = stored.clone();
+        fewer.pop();
+        assert!(!sends_whole(&fewer));
+        // As many ids, one of them twice: an entry of the pack is missed.
+        let mut repeated = stored.clone();
+        repeated[1] = repeated[0];
+        assert!(!sends_whole(&repeated));
+        let mut other = stored.clone();
+        other[0] = ObjectId::from_bytes_or_panic(&[0; 20]);
+        assert!(!sends_whole(&other));
+    }
 }

@@ -33,7 +33,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-const MAGIC: &[u8] = b"NIMBUS REACH 1\n";
+/// Version 2: objects sorted by id (version 1 files, in walk order, are
+/// ignored and rewritten by the next clone).
+const MAGIC: &[u8] = b"NIMBUS REACH 2\n";
 const ID_LEN: usize = 20;
 const CHECKSUM_LEN: usize = 32;
 
@@ -43,7 +45,9 @@ pub struct ReachSnapshot {
     pub generation: i64,
     /// Sorted, without duplicates.
     pub tips: Vec<ObjectId>,
-    /// Every object a full clone of `tips` gets, without duplicates.
+    /// Every object a full clone of `tips` gets, sorted, without
+    /// duplicates (so a clone of an unchanged, fully packed repository is
+    /// matched against its pack index in one pass).
     pub objects: Vec<ObjectId>,
 }
 
@@ -56,6 +60,8 @@ pub enum ReachFileError {
     WrongLength,
     #[error("the reachability index does not match its checksum")]
     Checksum,
+    #[error("the reachability index's ids are not sorted")]
+    Unsorted,
     #[error("the reachability index is for pack generation {found}")]
     OtherGeneration { found: i64 },
     #[error("the reachability index could not be read: {message}")]
@@ -189,6 +195,9 @@ impl ReachSnapshot {
         io::Read::read_exact(&mut reader, &mut checksum)?;
         if hasher.finalize()[..] != checksum {
             return Err(ReachFileError::Checksum);
+        }
+        if !strictly_sorted(&tips) || !strictly_sorted(&objects) {
+            return Err(ReachFileError::Unsorted);
         }
         Ok(ReachSnapshot {
             generation: found,
@@ -439,6 +448,8 @@ pub fn eligible(request: &FetchRequest, common: &[ObjectId], shallow: &ShallowPl
 /// A clone's plan and the index entry it makes.
 #[derive(Debug)]
 pub struct ClonePlan {
+    /// Its objects sorted by id, without duplicates (as the index keeps
+    /// them).
     pub plan: PackPlan,
     /// The wanted commits (sorted, without duplicates): the index's tips.
     pub tips: Vec<ObjectId>,
@@ -467,7 +478,8 @@ pub fn plan_clone(
     let mut clone = match from_index {
         Some(clone) => clone,
         None => {
-            let planned = plan::plan_pack_detailed(objects, request, &[], shallow, refs)?;
+            let mut planned = plan::plan_pack_detailed(objects, request, &[], shallow, refs)?;
+            planned.plan.objects = sorted(std::mem::take(&mut planned.plan.objects));
             ClonePlan {
                 tips: sorted(planned.want_commits),
                 plan: planned.plan,
@@ -484,6 +496,32 @@ fn sorted(mut ids: Vec<ObjectId>) -> Vec<ObjectId> {
     ids.sort_unstable();
     ids.dedup();
     ids
+}
+
+fn strictly_sorted(ids: &[ObjectId]) -> bool {
+    ids.windows(2).all(|pair| pair[0] < pair[1])
+}
+
+/// Merge `new` (in any order; none of them in `all`) into `all` (sorted,
+/// without duplicates), keeping it so, in one pass from the end: no second
+/// copy of `all`, which is the whole repository's object list.
+fn merge_sorted(all: &mut Vec<ObjectId>, mut new: Vec<ObjectId>) {
+    new.sort_unstable();
+    new.dedup();
+    let mut kept = all.len();
+    let mut added = new.len();
+    all.extend_from_slice(&new);
+    let mut at = all.len();
+    while added > 0 {
+        at -= 1;
+        if kept > 0 && all[kept - 1] > new[added - 1] {
+            kept -= 1;
+            all[at] = all[kept];
+        } else {
+            added -= 1;
+            all[at] = new[added];
+        }
+    }
 }
 
 /// The clone as the index's objects plus a walk of `wants --not tips`, or
@@ -521,8 +559,8 @@ fn plan_from_index(
     let mut all = index.objects;
     if !new.is_empty() {
         all.retain(|id| !new.contains(id));
+        merge_sorted(&mut all, planned.plan.objects);
     }
-    all.extend_from_slice(&planned.plan.objects);
     Ok(Some(ClonePlan {
         plan: PackPlan {
             objects: all,
@@ -588,6 +626,53 @@ mod tests {
             ReachSnapshot::decode(&huge),
             Err(ReachFileError::WrongLength)
         );
+    }
+
+    #[test]
+    fn files_with_unsorted_ids_or_of_version_1_are_refused() {
+        let mut unsorted = snapshot();
+        unsorted.objects.swap(1, 2);
+        assert_eq!(
+            ReachSnapshot::decode(&unsorted.encode()),
+            Err(ReachFileError::Unsorted)
+        );
+        let mut repeated = snapshot();
+        repeated.objects[1] = repeated.objects[0];
+        assert_eq!(
+            ReachSnapshot::decode(&repeated.encode()),
+            Err(ReachFileError::Unsorted)
+        );
+        let mut tips = snapshot();
+        tips.tips.reverse();
+        assert_eq!(
+            ReachSnapshot::decode(&tips.encode()),
+            Err(ReachFileError::Unsorted)
+        );
+        // A version 1 file (objects in walk order), sealed as it was.
+        let v1 = sealed(b"NIMBUS REACH 1\n", 0, |out| {
+            out.extend_from_slice(&snapshot().encode()[MAGIC.len()..]);
+        });
+        assert_eq!(ReachSnapshot::decode(&v1), Err(ReachFileError::NotAnIndex));
+    }
+
+    #[test]
+    fn new_objects_are_merged_into_the_sorted_list() {
+        let ids = |bytes: &[u8]| bytes.iter().map(|b| id(*b)).collect::<Vec<_>>();
+        for (all, new, expected) in [
+            (
+                &[2, 4, 6][..],
+                &[5, 1, 7, 3][..],
+                &[1, 2, 3, 4, 5, 6, 7][..],
+            ),
+            (&[2, 4, 6], &[], &[2, 4, 6]),
+            (&[], &[3, 1, 3, 2], &[1, 2, 3]),
+            (&[1, 2], &[9, 8], &[1, 2, 8, 9]),
+            (&[8, 9], &[2, 1], &[1, 2, 8, 9]),
+        ] {
+            let mut merged = ids(all);
+            merge_sorted(&mut merged, ids(new));
+            assert_eq!(merged, ids(expected), "{all:?} + {new:?}");
+        }
     }
 
     #[test]
